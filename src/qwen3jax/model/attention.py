@@ -1,0 +1,60 @@
+"""Grouped-query self-attention with QK-Norm, RoPE, fp32 softmax and causal + document (segment) masking."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from qwen3jax.model.config import ModelConfig
+from qwen3jax.model.layers import RMSNorm, apply_rope, param
+from qwen3jax.parallel.rules import constrain
+
+# Large negative instead of -inf so fully masked rows (never produced by valid inputs) cannot create NaNs.
+_MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
+
+
+def attention_mask(segment_ids_BT: jax.Array) -> jax.Array:
+    """[B, T, S] boolean: query t may see key s iff s <= t and both belong to the same document."""
+    t = segment_ids_BT.shape[1]
+    causal_TS = jnp.tril(jnp.ones((t, t), dtype=bool))
+    same_doc_BTS = segment_ids_BT[:, :, None] == segment_ids_BT[:, None, :]
+    return same_doc_BTS & causal_TS[None]
+
+
+class Attention(nnx.Module):
+    """Qwen3 attention: q/k/v without bias → per-head RMSNorm on q and k → RoPE → GQA softmax(QK^T/sqrt(d))V → o."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        d, n, k, h = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.q_proj = param(rngs, (d, n, h), ("embed", "q_heads", "head_dim"), cfg)
+        self.k_proj = param(rngs, (d, k, h), ("embed", "kv_heads", "head_dim"), cfg)
+        self.v_proj = param(rngs, (d, k, h), ("embed", "kv_heads", "head_dim"), cfg)
+        self.o_proj = param(rngs, (n, h, d), ("q_heads", "head_dim", "embed"), cfg)
+        # QK-Norm: one [head_dim] weight shared by all heads, applied after the head split and before RoPE.
+        self.q_norm = RMSNorm(h, cfg)
+        self.k_norm = RMSNorm(h, cfg)
+        self.num_groups = n // k
+        self.scale = h**-0.5
+        self.dtype = jnp.dtype(cfg.dtype)
+
+    def __call__(self, x_BTD, cos_BTh, sin_BTh, mask_BTS):
+        dt = self.dtype
+        q_BTNH = jnp.einsum("BTD,DNH->BTNH", x_BTD, self.q_proj[...].astype(dt))
+        k_BTKH = jnp.einsum("BTD,DKH->BTKH", x_BTD, self.k_proj[...].astype(dt))
+        v_BTKH = jnp.einsum("BTD,DKH->BTKH", x_BTD, self.v_proj[...].astype(dt))
+        q_BTNH = constrain(apply_rope(self.q_norm(q_BTNH), cos_BTh, sin_BTh), ("batch", "seq", "act_heads", None))
+        k_BTKH = constrain(apply_rope(self.k_norm(k_BTKH), cos_BTh, sin_BTh), ("batch", "seq", "act_kv_heads", None))
+        v_BTKH = constrain(v_BTKH, ("batch", "seq", "act_kv_heads", None))
+
+        b, t, n, h = q_BTNH.shape
+        # Query head i reads KV head i // groups: split N into (K, G) instead of repeating K and V.
+        q_BTKGH = q_BTNH.reshape(b, t, n // self.num_groups, self.num_groups, h)
+        logits_BKGTS = jnp.einsum(
+            "BTKGH,BSKH->BKGTS", q_BTKGH, k_BTKH, preferred_element_type=jnp.float32
+        ) * self.scale
+        logits_BKGTS = jnp.where(mask_BTS[:, None, None], logits_BKGTS, _MASK_VALUE)
+        probs_BKGTS = jax.nn.softmax(logits_BKGTS, axis=-1).astype(dt)
+        out_BTKGH = jnp.einsum("BKGTS,BSKH->BTKGH", probs_BKGTS, v_BTKH)
+        out_BTNH = out_BTKGH.reshape(b, t, n, h)
+        return jnp.einsum("BTNH,NHD->BTD", out_BTNH, self.o_proj[...].astype(dt))

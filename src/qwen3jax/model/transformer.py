@@ -1,0 +1,144 @@
+"""The Qwen3 decoder: embeddings → stacks of decoder layers (scanned over depth, optionally rematerialised) →
+final RMSNorm → LM head, returning float32 logits.
+
+Routing statistics of MoE layers (for the load-balancing loss) come from `model(..., return_stats=True)`, which
+returns `(logits, RoutingStats)` with fields stacked over MoE layers in depth order: `expert_counts [L_moe, E]`,
+`router_prob_sums [L_moe, E]`, `num_tokens [L_moe]`, summed over the real (segment id > 0) tokens of the batch.
+Dense models return empty `[0, 0]` statistics.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from qwen3jax.model.attention import Attention, attention_mask
+from qwen3jax.model.config import ModelConfig
+from qwen3jax.model.layers import MLP, RMSNorm, param, rope_cos_sin, rope_frequencies
+from qwen3jax.model.moe import MoE, RoutingStats
+from qwen3jax.parallel.rules import constrain
+
+# Activation checkpointing policies per decoder layer (what the backward pass may keep instead of recomputing).
+REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,  # recompute the whole layer: least memory
+    "dots": jax.checkpoint_policies.checkpoint_dots,  # keep every matmul output
+    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,  # keep projections, not attention
+    "minimal": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+class DecoderLayer(nnx.Module):
+    """Pre-norm block: `h = x + Attn(norm(x))`, `y = h + MLP_or_MoE(norm(h))`."""
+
+    def __init__(self, cfg: ModelConfig, is_moe: bool, *, rngs: nnx.Rngs):
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg)
+        self.self_attn = Attention(cfg, rngs=rngs)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg)
+        self.mlp = MoE(cfg, rngs=rngs) if is_moe else MLP(cfg, rngs=rngs)
+        self.is_moe = is_moe
+
+    def __call__(self, x_BTD, cos, sin, mask_BTS, token_mask_BT):
+        h_BTD = x_BTD + self.self_attn(self.input_layernorm(x_BTD), cos, sin, mask_BTS)
+        h_BTD = constrain(h_BTD, ("batch", "seq", "act_embed"))
+        if self.is_moe:
+            mlp_out, stats = self.mlp(self.post_attention_layernorm(h_BTD), token_mask_BT)
+        else:
+            mlp_out, stats = self.mlp(self.post_attention_layernorm(h_BTD)), None
+        return constrain(h_BTD + mlp_out, ("batch", "seq", "act_embed")), stats
+
+
+class LayerStack(nnx.Module):
+    """`count` same-kind decoder layers with parameters stacked on a leading `layers` axis."""
+
+    def __init__(self, cfg: ModelConfig, is_moe: bool, count: int, *, rngs: nnx.Rngs):
+        @nnx.split_rngs(splits=count)
+        @nnx.vmap(in_axes=0, out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers", "axes": "layers"})
+        def create(rngs):
+            return DecoderLayer(cfg, is_moe, rngs=rngs)
+
+        self.layers = create(rngs)
+        self.count = count
+        self.is_moe = is_moe
+        self.remat = cfg.remat
+        self.scan_layers = cfg.scan_layers
+
+    def __call__(self, x_BTD, cos, sin, mask_BTS, token_mask_BT):
+        def run_layer(x, layer):
+            return layer(x, cos, sin, mask_BTS, token_mask_BT)
+
+        if self.remat != "none":
+            run_layer = nnx.remat(run_layer, policy=REMAT_POLICIES[self.remat], prevent_cse=not self.scan_layers)
+
+        if self.scan_layers:
+            scanned = nnx.scan(run_layer, in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 0), length=self.count)
+            return scanned(x_BTD, self.layers)
+        # Unrolled: the same stacked parameters, sliced per layer (compile time grows with depth).
+        graphdef, state = nnx.split(self.layers)
+        all_stats = []
+        for i in range(self.count):
+            x_BTD, stats = run_layer(x_BTD, nnx.merge(graphdef, jax.tree.map(lambda a: a[i], state)))
+            all_stats.append(stats)
+        return x_BTD, (jax.tree.map(lambda *s: jnp.stack(s), *all_stats) if self.is_moe else None)
+
+
+def positions_from_segments(segment_ids_BT: jax.Array) -> jax.Array:
+    """Positions that restart at 0 at every document start (a change of segment id)."""
+    idx = jnp.broadcast_to(jnp.arange(segment_ids_BT.shape[1]), segment_ids_BT.shape)
+    starts = jnp.concatenate(
+        [jnp.ones_like(segment_ids_BT[:, :1], bool), segment_ids_BT[:, 1:] != segment_ids_BT[:, :-1]], axis=1
+    )
+    return idx - jax.lax.cummax(jnp.where(starts, idx, 0), axis=1)
+
+
+class Qwen3(nnx.Module):
+    """Qwen3 causal LM (dense or MoE). `model(tokens)` → float32 logits [batch, seq, vocab].
+
+    Args of `__call__`:
+      tokens: int [B, T].
+      positions: int [B, T] RoPE positions; default: restart at 0 per document of `segment_ids`.
+      segment_ids: int [B, T] document ids for packed rows; tokens attend only within their document; 0 = padding
+        (padding is excluded from MoE routing statistics). Default: one document per row.
+      return_stats: also return the MoE `RoutingStats` (see module docstring).
+    """
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.config = cfg
+        self.embed_tokens = param(rngs, (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"), cfg)
+        self.stacks = nnx.List(
+            [LayerStack(cfg, is_moe, count, rngs=rngs) for is_moe, count in cfg.layer_groups()]
+        )
+        self.norm = RMSNorm(cfg.hidden_size, cfg)
+        if not cfg.tie_word_embeddings:
+            self.lm_head = param(rngs, (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"), cfg)
+
+    def __call__(self, tokens, positions=None, segment_ids=None, *, return_stats: bool = False):
+        cfg = self.config
+        dt = jnp.dtype(cfg.dtype)
+        if segment_ids is None:
+            segment_ids = jnp.ones(tokens.shape, jnp.int32)
+        if positions is None:
+            positions = positions_from_segments(segment_ids)
+        inv_freq, rope_scale = rope_frequencies(cfg)
+        cos, sin = rope_cos_sin(positions, inv_freq, rope_scale)
+        mask_BTS = attention_mask(segment_ids)
+        token_mask_BT = segment_ids > 0
+
+        x_BTD = constrain(jnp.take(self.embed_tokens[...], tokens, axis=0).astype(dt), ("batch", "seq", "act_embed"))
+        moe_stats = []
+        for stack in self.stacks:
+            x_BTD, stats = stack(x_BTD, cos, sin, mask_BTS, token_mask_BT)
+            if stats is not None:
+                moe_stats.append(stats)
+        x_BTD = self.norm(x_BTD)
+        head_DV = self.embed_tokens[...].T if cfg.tie_word_embeddings else self.lm_head[...]
+        logits_BTV = jnp.einsum("BTD,DV->BTV", x_BTD, head_DV.astype(dt), preferred_element_type=jnp.float32)
+        logits_BTV = constrain(logits_BTV, ("batch", "seq", "act_vocab"))
+        if not return_stats:
+            return logits_BTV
+        if moe_stats:
+            stats = jax.tree.map(lambda *s: jnp.concatenate(s), *moe_stats)
+        else:
+            empty = jnp.zeros((0, 0), jnp.float32)
+            stats = RoutingStats(empty, empty, jnp.zeros((0,), jnp.float32))
+        return logits_BTV, stats
