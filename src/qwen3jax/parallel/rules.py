@@ -102,4 +102,4 @@ def state_shardings(state: nnx.State, mesh: Mesh) -> nnx.State:
     def one(v):
         return NamedSharding(mesh, logical_to_spec(logical_axes(v), v.shape, mesh_shape))
 
-    return jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    return jax.tree.map(lambda v: v.replace(one(v)), state, is_leaf=lambda x: isinstance(x, nnx.Variable))
