@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -14,12 +16,40 @@ from qwen3jax.parallel.rules import constrain
 _MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 
-def attention_mask(segment_ids_BT: jax.Array) -> jax.Array:
-    """[B, T, S] boolean: query t may see key s iff s <= t and both belong to the same document."""
-    t = segment_ids_BT.shape[1]
-    causal_TS = jnp.tril(jnp.ones((t, t), dtype=bool))
-    same_doc_BTS = segment_ids_BT[:, :, None] == segment_ids_BT[:, None, :]
+def attention_mask(q_segment_ids_BT: jax.Array, kv_segment_ids_BS: jax.Array, q_offset=0) -> jax.Array:
+    """[B, T, S] boolean: query t (at key slot q_offset + t) may see key slot s iff s <= q_offset + t and both
+    belong to the same document. Without a cache the keys are the queries (q_offset 0, S == T)."""
+    t, s = q_segment_ids_BT.shape[1], kv_segment_ids_BS.shape[1]
+    causal_TS = jnp.arange(s)[None, :] <= (q_offset + jnp.arange(t))[:, None]
+    same_doc_BTS = q_segment_ids_BT[:, :, None] == kv_segment_ids_BS[:, None, :]
     return same_doc_BTS & causal_TS[None]
+
+
+class KVCache(NamedTuple):
+    """Decode state: keys/values of every layer (stacked per layer group) for `max_len` slots.
+
+    Slots are shared by all rows (row b's token at slot s has its own RoPE position), so left-padded prompts and
+    per-row lengths need no special layout; empty and padding slots carry segment id 0 and are never attended to by
+    real tokens.
+    """
+
+    k: tuple[jax.Array, ...]  # per layer group: [L, B, S, K, H] in the compute dtype
+    v: tuple[jax.Array, ...]
+    segment_ids: jax.Array  # [B, S] int32, 0 = empty or padding
+    index: jax.Array  # [] int32: next slot to write
+
+    @classmethod
+    def init(cls, cfg: ModelConfig, batch: int, max_len: int) -> "KVCache":
+        def zeros(count):
+            return jnp.zeros((count, batch, max_len, cfg.num_kv_heads, cfg.head_dim), jnp.dtype(cfg.dtype))
+
+        counts = [count for _, count in cfg.layer_groups()]
+        return cls(
+            k=tuple(zeros(c) for c in counts),
+            v=tuple(zeros(c) for c in counts),
+            segment_ids=jnp.zeros((batch, max_len), jnp.int32),
+            index=jnp.zeros((), jnp.int32),
+        )
 
 
 class Attention(nnx.Module):
@@ -38,7 +68,9 @@ class Attention(nnx.Module):
         self.scale = h**-0.5
         self.dtype = jnp.dtype(cfg.dtype)
 
-    def __call__(self, x_BTD, cos_BTh, sin_BTh, mask_BTS):
+    def __call__(self, x_BTD, cos_BTh, sin_BTh, mask_BTS, kv_cache=None, cache_index=None):
+        """Attend over the current tokens, or, given `kv_cache=(k_BSKH, v_BSKH)`, write them at `cache_index` and
+        attend over the whole cache. Returns (output, updated cache or None)."""
         dt = self.dtype
         q_BTNH = jnp.einsum("BTD,DNH->BTNH", x_BTD, self.q_proj[...].astype(dt))
         k_BTKH = jnp.einsum("BTD,DKH->BTKH", x_BTD, self.k_proj[...].astype(dt))
@@ -46,8 +78,13 @@ class Attention(nnx.Module):
         q_BTNH = constrain(apply_rope(self.q_norm(q_BTNH), cos_BTh, sin_BTh), ("batch", "seq", "act_heads", None))
         k_BTKH = constrain(apply_rope(self.k_norm(k_BTKH), cos_BTh, sin_BTh), ("batch", "seq", "act_kv_heads", None))
         v_BTKH = constrain(v_BTKH, ("batch", "seq", "act_kv_heads", None))
+        if kv_cache is not None:
+            at = (0, cache_index, 0, 0)
+            k_BTKH = jax.lax.dynamic_update_slice(kv_cache[0], k_BTKH.astype(kv_cache[0].dtype), at)
+            v_BTKH = jax.lax.dynamic_update_slice(kv_cache[1], v_BTKH.astype(kv_cache[1].dtype), at)
+            kv_cache = (k_BTKH, v_BTKH)
 
-        b, t, n, h = q_BTNH.shape
+        b, t, n, h = q_BTNH.shape  # keys may be longer (the cache): S
         # Query head i reads KV head i // groups: split N into (K, G) instead of repeating K and V.
         q_BTKGH = q_BTNH.reshape(b, t, n // self.num_groups, self.num_groups, h)
         logits_BKGTS = jnp.einsum(
@@ -57,4 +94,4 @@ class Attention(nnx.Module):
         probs_BKGTS = jax.nn.softmax(logits_BKGTS, axis=-1).astype(dt)
         out_BTKGH = jnp.einsum("BKGTS,BSKH->BTKGH", probs_BKGTS, v_BTKH)
         out_BTNH = out_BTKGH.reshape(b, t, n, h)
-        return jnp.einsum("BTNH,NHD->BTD", out_BTNH, self.o_proj[...].astype(dt))
+        return jnp.einsum("BTNH,NHD->BTD", out_BTNH, self.o_proj[...].astype(dt)), kv_cache

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from qwen3jax.model.attention import Attention, attention_mask
+from qwen3jax.model.attention import Attention, KVCache, attention_mask
 from qwen3jax.model.config import ModelConfig
 from qwen3jax.model.layers import MLP, RMSNorm, param, rope_cos_sin, rope_frequencies
 from qwen3jax.model.moe import MoE, RoutingStats
@@ -38,14 +38,14 @@ class DecoderLayer(nnx.Module):
         self.mlp = MoE(cfg, rngs=rngs) if is_moe else MLP(cfg, rngs=rngs)
         self.is_moe = is_moe
 
-    def __call__(self, x_BTD, cos, sin, mask_BTS, token_mask_BT):
-        h_BTD = x_BTD + self.self_attn(self.input_layernorm(x_BTD), cos, sin, mask_BTS)
-        h_BTD = constrain(h_BTD, ("batch", "seq", "act_embed"))
+    def __call__(self, x_BTD, cos, sin, mask_BTS, token_mask_BT, kv_cache=None, cache_index=None):
+        attn_out, kv_cache = self.self_attn(self.input_layernorm(x_BTD), cos, sin, mask_BTS, kv_cache, cache_index)
+        h_BTD = constrain(x_BTD + attn_out, ("batch", "seq", "act_embed"))
         if self.is_moe:
             mlp_out, stats = self.mlp(self.post_attention_layernorm(h_BTD), token_mask_BT)
         else:
             mlp_out, stats = self.mlp(self.post_attention_layernorm(h_BTD)), None
-        return constrain(h_BTD + mlp_out, ("batch", "seq", "act_embed")), stats
+        return constrain(h_BTD + mlp_out, ("batch", "seq", "act_embed")), (stats, kv_cache)
 
 
 class LayerStack(nnx.Module):
@@ -63,23 +63,26 @@ class LayerStack(nnx.Module):
         self.remat = cfg.remat
         self.scan_layers = cfg.scan_layers
 
-    def __call__(self, x_BTD, cos, sin, mask_BTS, token_mask_BT):
-        def run_layer(x, layer):
-            return layer(x, cos, sin, mask_BTS, token_mask_BT)
+    def __call__(self, x_BTD, cos, sin, mask_BTS, token_mask_BT, kv_cache=None, cache_index=None):
+        """Returns (x, (routing stats or None, updated (k, v) cache or None)), per-layer outputs stacked."""
+
+        def run_layer(x, layer, kv):
+            return layer(x, cos, sin, mask_BTS, token_mask_BT, kv, cache_index)
 
         if self.remat != "none":
             run_layer = nnx.remat(run_layer, policy=REMAT_POLICIES[self.remat], prevent_cse=not self.scan_layers)
 
         if self.scan_layers:
-            scanned = nnx.scan(run_layer, in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 0), length=self.count)
-            return scanned(x_BTD, self.layers)
+            scanned = nnx.scan(run_layer, in_axes=(nnx.Carry, 0, 0), out_axes=(nnx.Carry, 0), length=self.count)
+            return scanned(x_BTD, self.layers, kv_cache)
         # Unrolled: the same stacked parameters, sliced per layer (compile time grows with depth).
         graphdef, state = nnx.split(self.layers)
-        all_stats = []
+        outputs = []
         for i in range(self.count):
-            x_BTD, stats = run_layer(x_BTD, nnx.merge(graphdef, jax.tree.map(lambda a: a[i], state)))
-            all_stats.append(stats)
-        return x_BTD, (jax.tree.map(lambda *s: jnp.stack(s), *all_stats) if self.is_moe else None)
+            layer = nnx.merge(graphdef, jax.tree.map(lambda a: a[i], state))
+            x_BTD, out = run_layer(x_BTD, layer, jax.tree.map(lambda a: a[i], kv_cache))
+            outputs.append(out)
+        return x_BTD, jax.tree.map(lambda *per_layer: jnp.stack(per_layer), *outputs)
 
 
 def positions_from_segments(segment_ids_BT: jax.Array) -> jax.Array:
@@ -99,7 +102,9 @@ class Qwen3(nnx.Module):
       positions: int [B, T] RoPE positions; default: restart at 0 per document of `segment_ids`.
       segment_ids: int [B, T] document ids for packed rows; tokens attend only within their document; 0 = padding
         (padding is excluded from MoE routing statistics). Default: one document per row.
-      return_stats: also return the MoE `RoutingStats` (see module docstring).
+      cache: a `KVCache` to decode with: the tokens are written at `cache.index` and attend to everything cached
+        before them (their own document only); `positions` are then required. Returns `(logits, new_cache)`.
+      return_stats: also return the MoE `RoutingStats` (see module docstring), as the last element.
     """
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
@@ -112,33 +117,53 @@ class Qwen3(nnx.Module):
         if not cfg.tie_word_embeddings:
             self.lm_head = param(rngs, (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"), cfg)
 
-    def __call__(self, tokens, positions=None, segment_ids=None, *, return_stats: bool = False):
+    def __call__(self, tokens, positions=None, segment_ids=None, *, cache: KVCache | None = None,
+                 return_stats: bool = False):
         cfg = self.config
         dt = jnp.dtype(cfg.dtype)
         if segment_ids is None:
             segment_ids = jnp.ones(tokens.shape, jnp.int32)
         if positions is None:
+            if cache is not None:
+                raise ValueError("decoding with a KV cache needs explicit per-row positions")
             positions = positions_from_segments(segment_ids)
         inv_freq, rope_scale = rope_frequencies(cfg)
         cos, sin = rope_cos_sin(positions, inv_freq, rope_scale)
-        mask_BTS = attention_mask(segment_ids)
+        if cache is None:
+            mask_BTS = attention_mask(segment_ids, segment_ids)
+            stack_caches = [None] * len(self.stacks)
+        else:
+            kv_segments = jax.lax.dynamic_update_slice(cache.segment_ids, segment_ids.astype(jnp.int32), (0, cache.index))
+            mask_BTS = attention_mask(segment_ids, kv_segments, cache.index)
+            stack_caches = list(zip(cache.k, cache.v))
         token_mask_BT = segment_ids > 0
 
         x_BTD = constrain(jnp.take(self.embed_tokens[...], tokens, axis=0).astype(dt), ("batch", "seq", "act_embed"))
-        moe_stats = []
-        for stack in self.stacks:
-            x_BTD, stats = stack(x_BTD, cos, sin, mask_BTS, token_mask_BT)
+        moe_stats, new_kv = [], []
+        for stack, kv in zip(self.stacks, stack_caches):
+            x_BTD, (stats, kv) = stack(x_BTD, cos, sin, mask_BTS, token_mask_BT, kv, None if cache is None else cache.index)
+            new_kv.append(kv)
             if stats is not None:
                 moe_stats.append(stats)
         x_BTD = self.norm(x_BTD)
         head_DV = self.embed_tokens[...].T if cfg.tie_word_embeddings else self.lm_head[...]
         logits_BTV = jnp.einsum("BTD,DV->BTV", x_BTD, head_DV.astype(dt), preferred_element_type=jnp.float32)
         logits_BTV = constrain(logits_BTV, ("batch", "seq", "act_vocab"))
-        if not return_stats:
-            return logits_BTV
-        if moe_stats:
-            stats = jax.tree.map(lambda *s: jnp.concatenate(s), *moe_stats)
-        else:
-            empty = jnp.zeros((0, 0), jnp.float32)
-            stats = RoutingStats(empty, empty, jnp.zeros((0,), jnp.float32))
-        return logits_BTV, stats
+        outputs = [logits_BTV]
+        if cache is not None:
+            outputs.append(
+                KVCache(
+                    k=tuple(k for k, _ in new_kv),
+                    v=tuple(v for _, v in new_kv),
+                    segment_ids=kv_segments,
+                    index=cache.index + tokens.shape[1],
+                )
+            )
+        if return_stats:
+            if moe_stats:
+                stats = jax.tree.map(lambda *s: jnp.concatenate(s), *moe_stats)
+            else:
+                empty = jnp.zeros((0, 0), jnp.float32)
+                stats = RoutingStats(empty, empty, jnp.zeros((0,), jnp.float32))
+            outputs.append(stats)
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
