@@ -1,0 +1,309 @@
+"""Pretraining data pipeline: weighted mixtures of sources → tokenized documents → packed batches, on grain.
+
+Entry points (called by the trainer):
+  build_pretrain_iterator(data_cfg, *, seq_len, batch_size, seed, process_index=None, process_count=None)
+      Infinite, shuffled (per epoch differently), deterministic for a seed; this process's share of the data.
+  build_eval_iterator(data_cfg, *, seq_len, batch_size, process_index=None, process_count=None)
+      One pass over the held-out documents of every component that has them; the last batch is padded with
+      all-zero rows (loss_mask 0).
+Both return a `DataIterator`: `next()` gives a batch — a dict of int32 numpy arrays of shape [batch_size,
+seq_len]: `tokens`, `segment_ids`, `positions`, `loss_mask` (see `packing`); `get_state()`/`set_state()` save and
+restore the exact position (JSON-serialisable, usable with `grain.checkpoint.CheckpointHandler`/orbax); `report()`
+and `metrics()` give bad-input counts per source and reason, filter counts, and the measured S3 length mix.
+
+`data_cfg` is a dict or ConfigDict (validated by `config.parse_data_config`):
+  sources: {name: {kind, path, weight=1.0, text_key="text", where={}, annotate=[], eval_path="", eval_every=0,
+                   split="train", eval_split="", data_dir=None}}
+      kind: "embedded" (path: an embedded corpus source, e.g. "python_code"), "jsonl" (plain or gzip),
+      "arrayrecord" (JSON records), "parquet", "tfds" (dataset directory or name), "packed" (rows from
+      `python -m qwen3jax.data.prepare`; all sources must then be packed). path: file, glob or list of them.
+      weight: relative share of documents drawn from this component (rows, for packed sources).
+      where/annotate: keep only records whose labels match, optionally computing labels first (label groups:
+      the same source may appear as several components with different filters and weights).
+  tokenizer="default" | path to .model / tokenizer.json;  vocab_size=8192 (default tokenizer only)
+  packing="concat_then_split" | "first_fit";  packing_bins=32;  shuffle=True
+  length_mix=None | {long_fraction=0.75, block_records=32, separator="\n\n"}   (S3)
+  max_doc_chars=1_000_000;  max_bad_fraction=0.05;  min_records_for_bad_check=1000
+  read_threads=2;  prefetch=64
+
+How it is built: each component is a grain MapDataset over a random-access source, cut to this process's
+contiguous shard, shuffled and repeated, and mapped through `DocumentMaker` (parse → validate → label → filter
+→ tokenize → EOS) in reader threads; components are interleaved by weight (`IterDataset.mix`, exact
+proportions), then packed and batched. Every stage is a grain iterator with exact checkpoint state.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+import grain
+import numpy as np
+
+from qwen3jax.data.badinput import BadInputTracker
+from qwen3jax.data.config import ComponentConfig, DataConfig, parse_data_config
+from qwen3jax.data.documents import BlockReader, DocumentMaker, decode_row
+from qwen3jax.data.length_mix import LengthMixIterDataset, LengthMixStats
+from qwen3jax.data.packing import pack_documents, pad_batch
+from qwen3jax.data.sources import HoldoutView, open_source
+from qwen3jax.data.tokenizer import Tokenizer, default_tokenizer, load_tokenizer
+
+
+def configured_tokenizer(cfg: DataConfig) -> Tokenizer:
+    """The tokenizer named by the config ("default": the embedded-corpus SentencePiece model)."""
+    if cfg.tokenizer == "default":
+        return default_tokenizer(cfg.vocab_size)
+    return load_tokenizer(cfg.tokenizer)
+
+
+def _component_seed(seed: int, name: str) -> int:
+    """Independent, stable 32-bit seeds per component (Python's hash() is salted per process)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:4], "little")
+
+
+def _process_grid(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+    if process_index is None or process_count is None:
+        import jax  # pylint: disable=import-outside-toplevel
+
+        process_index = jax.process_index() if process_index is None else process_index
+        process_count = jax.process_count() if process_count is None else process_count
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} is not in [0, process_count={process_count})")
+    return process_index, process_count
+
+
+def shard_bounds(num_records: int, process_index: int, process_count: int) -> tuple[int, int]:
+    """The contiguous [start, end) range of records read by one process: disjoint, together complete."""
+    return num_records * process_index // process_count, num_records * (process_index + 1) // process_count
+
+
+def has_eval_split(comp: ComponentConfig) -> bool:
+    """Whether the component has held-out records (embedded eval split, eval_path, eval_every, TFDS eval_split)."""
+    return comp.kind == "embedded" or bool(
+        comp.eval_path or comp.eval_every or (comp.kind == "tfds" and comp.eval_split)
+    )
+
+
+def _open_split(comp: ComponentConfig, split: str) -> Any | None:
+    """The component's records for "train" or "eval" (None: the component has no held-out records)."""
+    if split == "eval" and not has_eval_split(comp):
+        return None
+    if comp.kind == "embedded":
+        return open_source("embedded", comp.path, split=split)
+    if split == "eval" and comp.kind == "tfds" and comp.eval_split:
+        return open_source("tfds", comp.path, split=comp.eval_split, data_dir=comp.data_dir)
+    if split == "eval" and comp.eval_path:
+        return open_source(comp.kind, comp.eval_path, data_dir=comp.data_dir)
+    source = open_source(comp.kind, comp.path, split=comp.split, data_dir=comp.data_dir)
+    return HoldoutView(source, comp.eval_every, split) if comp.eval_every else source
+
+
+class DataIterator(grain.DatasetIterator):
+    """The pipeline's batch iterator: a grain iterator (exact `get_state`/`set_state`) plus run reporting."""
+
+    def __init__(
+        self,
+        parent: grain.DatasetIterator,
+        trackers: Mapping[str, BadInputTracker],
+        makers: Mapping[str, DocumentMaker],
+        length_mix: LengthMixStats | None,
+    ):
+        super().__init__(parent)
+        self._trackers = dict(trackers)
+        self._makers = dict(makers)
+        self._length_mix = length_mix
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        try:
+            return next(self._parent)
+        except StopIteration:
+            for tracker in self._trackers.values():  # End of a finite pass: judge small sources too.
+                tracker.check(final=True)
+            raise
+
+    def get_state(self) -> dict[str, Any]:
+        return self._parent.get_state()
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._parent.set_state(state)
+
+    def report(self) -> dict[str, Any]:
+        """Bad-input counts (by source and reason, with first offenders), filter counts, measured S3 mix."""
+        out: dict[str, Any] = {
+            "bad_input": {name: t.summary() for name, t in self._trackers.items()},
+            "filtered": {name: m.filtered for name, m in self._makers.items()},
+        }
+        if self._length_mix is not None:
+            out["length_mix"] = self._length_mix.summary()
+        return out
+
+    def metrics(self) -> dict[str, float]:
+        """`report()` flattened into scalar run metrics (`data/...`)."""
+        report = self.report()
+        out: dict[str, float] = {}
+        for name, summary in report["bad_input"].items():
+            out[f"data/records/{name}"] = summary["records"]
+            for reason, count in summary["bad"].items():
+                out[f"data/bad/{name}/{reason}"] = count
+        for name, count in report["filtered"].items():
+            out[f"data/filtered/{name}"] = count
+        for key, value in report.get("length_mix", {}).items():
+            out[f"data/length_mix/{key}"] = value
+        return out
+
+
+class _Builder:
+    """Shared setup of the pretraining and eval pipelines."""
+
+    def __init__(
+        self,
+        data_cfg: Mapping[str, Any] | DataConfig,
+        seq_len: int,
+        batch_size: int,
+        process_index: int | None,
+        process_count: int | None,
+        tokenizer: Tokenizer | None,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if seq_len < 2:
+            raise ValueError(f"seq_len must be >= 2, got {seq_len}")
+        self.cfg = parse_data_config(data_cfg)
+        self.seq_len, self.batch_size = seq_len, batch_size
+        self.process_index, self.process_count = _process_grid(process_index, process_count)
+        self.tokenizer = None if self.cfg.is_packed else (tokenizer or configured_tokenizer(self.cfg))
+        self.read_options = grain.ReadOptions(num_threads=self.cfg.read_threads, prefetch_buffer_size=self.cfg.prefetch)
+        self.trackers: dict[str, BadInputTracker] = {}
+        self.makers: dict[str, DocumentMaker] = {}
+
+    def shard(self, comp: ComponentConfig, source: Any) -> grain.MapDataset:
+        start, end = shard_bounds(len(source), self.process_index, self.process_count)
+        if start == end:
+            raise ValueError(
+                f"sources.{comp.name}: process {self.process_index} of {self.process_count} gets no records "
+                f"(the source has {len(source)})"
+            )
+        return grain.MapDataset.source(source)[start:end]
+
+    def maker(self, comp: ComponentConfig, records: grain.MapDataset, *, append_eos: bool) -> Any:
+        if self.cfg.is_packed:
+            return functools.partial(decode_row, self.seq_len)
+        tracker = BadInputTracker(comp.name, self.cfg.max_bad_fraction, self.cfg.min_records_for_bad_check)
+        maker = DocumentMaker(comp, self.cfg, self.tokenizer, tracker, num_records=len(records), append_eos=append_eos)
+        self.trackers[comp.name], self.makers[comp.name] = tracker, maker
+        return maker
+
+    def one_pass(self, comp: ComponentConfig, split: str) -> grain.MapDataset | None:
+        """This process's records of one split of a component, in storage order, as documents (or rows); None
+        if the component has no records for `split`."""
+        source = _open_split(comp, split)
+        if source is None:
+            return None
+        records = self.shard(comp, source)
+        return records.map(self.maker(comp, records, append_eos=True))
+
+    def rows(self, documents: grain.IterDataset, seed: int) -> grain.IterDataset:
+        if self.cfg.is_packed:
+            return documents
+        return pack_documents(
+            documents, seq_len=self.seq_len, mode=self.cfg.packing, bins=self.cfg.packing_bins, seed=seed
+        )
+
+    def iterator(self, batches: grain.IterDataset, length_mix: LengthMixStats | None = None) -> DataIterator:
+        return DataIterator(batches.__iter__(), self.trackers, self.makers, length_mix)
+
+
+def build_pretrain_iterator(
+    data_cfg: Mapping[str, Any] | DataConfig,
+    *,
+    seq_len: int,
+    batch_size: int,
+    seed: int,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    tokenizer: Tokenizer | None = None,
+) -> DataIterator:
+    """The infinite training iterator of this process (see the module docstring). `process_index`/`count`
+    default to `jax.process_index()`/`jax.process_count()`; `tokenizer` overrides the configured one."""
+    b = _Builder(data_cfg, seq_len, batch_size, process_index, process_count, tokenizer)
+    cfg, mix = b.cfg, b.cfg.length_mix
+    stats = LengthMixStats() if mix else None
+    streams = []
+    for comp in cfg.sources:
+        comp_seed = _component_seed(seed, comp.name)
+        records = b.shard(comp, _open_split(comp, "train"))
+        if mix is None:
+            ds = records.shuffle(comp_seed) if cfg.shuffle else records
+            streams.append(ds.repeat(None).map(b.maker(comp, records, append_eos=True)).to_iter_dataset(b.read_options))
+            continue
+        # S3: shuffle blocks of consecutive (related) records, then build length-bucketed documents from them.
+        num_blocks = -(-len(records) // mix.block_records)
+        blocks = grain.MapDataset.range(num_blocks)
+        blocks = blocks.shuffle(comp_seed) if cfg.shuffle else blocks
+        reader = BlockReader(records, mix.block_records, b.maker(comp, records, append_eos=False))
+        # Prefetch is counted in records; a block holds block_records of them.
+        options = grain.ReadOptions(
+            num_threads=cfg.read_threads, prefetch_buffer_size=max(2, cfg.prefetch // mix.block_records)
+        )
+        streams.append(
+            LengthMixIterDataset(
+                blocks.repeat(None).map(reader).to_iter_dataset(options),
+                seq_len=seq_len,
+                long_fraction=mix.long_fraction,
+                seed=comp_seed,
+                separator=b.tokenizer.encode(mix.separator),
+                eos_id=b.tokenizer.eos_id,
+                stats=stats,
+            )
+        )
+    weights = [comp.weight for comp in cfg.sources]
+    mixed = streams[0] if len(streams) == 1 else grain.IterDataset.mix(streams, weights)
+    batches = b.rows(mixed, _component_seed(seed, "packing")).batch(batch_size, drop_remainder=True)
+    return b.iterator(batches, stats)
+
+
+def build_eval_iterator(
+    data_cfg: Mapping[str, Any] | DataConfig,
+    *,
+    seq_len: int,
+    batch_size: int,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    tokenizer: Tokenizer | None = None,
+) -> DataIterator:
+    """One deterministic pass over the held-out records of every component that has them (embedded sources'
+    eval split, `eval_path`, `eval_every`, TFDS `eval_split`), packed like training data but without the S3
+    length mix; the final partial batch is padded with all-zero rows."""
+    b = _Builder(data_cfg, seq_len, batch_size, process_index, process_count, tokenizer)
+    parts = [part for comp in b.cfg.sources if (part := b.one_pass(comp, "eval")) is not None]
+    if not parts:
+        raise ValueError(
+            "no source has held-out data: set eval_path, eval_every or eval_split, or use embedded sources"
+        )
+    documents = grain.MapDataset.concatenate(parts).to_iter_dataset(b.read_options)
+    batches = b.rows(documents, 0).batch(batch_size).map(functools.partial(pad_batch, batch_size=batch_size))
+    return b.iterator(batches)
+
+
+def build_component_rows(
+    data_cfg: Mapping[str, Any] | DataConfig,
+    component: str,
+    *,
+    split: str,
+    seq_len: int,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    tokenizer: Tokenizer | None = None,
+) -> DataIterator:
+    """One pass, in storage order, over one component's "train" or "eval" records, packed into rows (unbatched
+    dicts of [seq_len] arrays). `prepare` writes these; tests use them to check sharding and packing."""
+    b = _Builder(data_cfg, seq_len, 1, process_index, process_count, tokenizer)
+    comps = {comp.name: comp for comp in b.cfg.sources}
+    if component not in comps:
+        raise KeyError(f"no component {component!r} in the data config; components: {sorted(comps)}")
+    documents = b.one_pass(comps[component], split)
+    if documents is None:
+        raise ValueError(f"sources.{component} has no {split!r} records")
+    return b.iterator(b.rows(documents.to_iter_dataset(b.read_options), 0))

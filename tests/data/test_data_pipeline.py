@@ -1,0 +1,267 @@
+"""The pretraining/eval iterators: batch contract, mixture proportions, exact resume, sharding, filters, S3 mix."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from qwen3jax.data.config import parse_data_config
+from qwen3jax.data.length_mix import bucket_bounds
+from qwen3jax.data.pipeline import (
+    build_component_rows,
+    build_eval_iterator,
+    build_pretrain_iterator,
+    shard_bounds,
+)
+from qwen3jax.data.stages import STAGES
+
+SOURCES = ("alpha", "beta", "gamma")
+
+
+def _tagged_docs(tag: str, n: int, rng) -> list[dict]:
+    """Documents whose text starts with their source tag and index, of varied length."""
+    return [{"text": f"{tag} {i} " + " ".join(["word"] * int(rng.integers(1, 60))), "n": i} for i in range(n)]
+
+
+@pytest.fixture
+def three_sources(write_jsonl):
+    rng = np.random.default_rng(0)
+    return {tag: write_jsonl(f"{tag}.jsonl", _tagged_docs(tag, 150, rng)) for tag in SOURCES}
+
+
+def _config(paths, weights=(1, 1, 1), **extra):
+    sources = {tag: {"kind": "jsonl", "path": paths[tag], "weight": w} for tag, w in zip(SOURCES, weights)}
+    return {"sources": sources, **extra}
+
+
+def _doc_tags(tokenizer, rows, unpack) -> list[str]:
+    """Source tag and index of every document in `rows`, packed first-fit (so that documents shorter than a row,
+    as all of these are, stay whole: a cut could split the index digits)."""
+    tags = []
+    for row in rows:
+        for piece in unpack.segments(row):
+            words = tokenizer.decode(piece).split()
+            if words and words[0] in SOURCES and len(words) > 1 and words[1].isdigit():
+                tags.append(f"{words[0]} {words[1]}")
+    return tags
+
+
+def _take(iterator, n):
+    return [next(iterator) for _ in range(n)]
+
+
+def _same(batches_a, batches_b):
+    return len(batches_a) == len(batches_b) and all(
+        a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a) for a, b in zip(batches_a, batches_b)
+    )
+
+
+def test_batch_contract(three_sources, tokenizer, unpack):
+    it = build_pretrain_iterator(
+        _config(three_sources, packing="first_fit"),
+        seq_len=64,
+        batch_size=4,
+        seed=0,
+        process_index=0,
+        process_count=1,
+        tokenizer=tokenizer,
+    )
+    batch = next(it)
+    assert set(batch) == {"tokens", "segment_ids", "positions", "loss_mask"}
+    assert all(v.dtype == np.int32 and v.shape == (4, 64) for v in batch.values())
+    np.testing.assert_array_equal(batch["loss_mask"], (batch["segment_ids"] > 0).astype(np.int32))
+    for row in unpack.rows_of([batch]):
+        for piece in unpack.segments(row):
+            if len(piece) < 64:  # A whole document (first-fit splits only documents longer than a row).
+                assert piece[-1] == tokenizer.eos_id and (piece[:-1] != tokenizer.eos_id).all()
+
+
+def test_mixture_proportions(three_sources, tokenizer, unpack):
+    weights = (1, 2, 5)
+    it = build_pretrain_iterator(
+        _config(three_sources, weights, packing="first_fit"),
+        seq_len=128,
+        batch_size=8,
+        seed=1,
+        process_index=0,
+        process_count=1,
+        tokenizer=tokenizer,
+    )
+    tags = _doc_tags(tokenizer, unpack.rows_of(_take(it, 60)), unpack)
+    counts = Counter(tag.split()[0] for tag in tags)
+    total = sum(counts.values())
+    assert total > 600
+    for tag, w in zip(SOURCES, weights):
+        assert abs(counts[tag] / total - w / sum(weights)) < 0.03, counts
+
+
+@pytest.mark.parametrize("packing", ["concat_then_split", "first_fit"])
+def test_exact_resume_mid_epoch_and_across_epochs(three_sources, tokenizer, packing):
+    cfg = _config(three_sources, (1, 2, 3), packing=packing)
+    kwargs = dict(seq_len=48, batch_size=3, seed=7, process_index=0, process_count=1, tokenizer=tokenizer)
+    it = build_pretrain_iterator(cfg, **kwargs)
+    states, batches = [], []
+    for _ in range(120):  # ~2,500 documents: several epochs of the 150-document sources.
+        states.append(json.loads(json.dumps(it.get_state())))  # States survive a JSON round trip (orbax).
+        batches.append(next(it))
+    for start in (0, 17, 61, 100):
+        resumed = build_pretrain_iterator(cfg, **kwargs)
+        resumed.set_state(states[start])
+        assert _same(_take(resumed, 12), batches[start : start + 12])
+    assert _same(_take(build_pretrain_iterator(cfg, **kwargs), 5), batches[:5]), "deterministic for a seed"
+    other = build_pretrain_iterator(cfg, **{**kwargs, "seed": 8})
+    assert not _same(_take(other, 5), batches[:5])
+
+
+def test_shard_bounds_partition():
+    for n in (0, 1, 7, 100, 101):
+        for count in (1, 2, 3, 8):
+            bounds = [shard_bounds(n, i, count) for i in range(count)]
+            assert bounds[0][0] == 0 and bounds[-1][1] == n
+            assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+
+
+def test_process_sharding_is_disjoint_and_complete(three_sources, tokenizer, unpack):
+    cfg = _config(three_sources, packing="first_fit")
+    seen = []
+    for index in range(3):
+        rows = build_component_rows(
+            cfg, "beta", split="train", seq_len=256, process_index=index, process_count=3, tokenizer=tokenizer
+        )
+        seen.append(_doc_tags(tokenizer, list(rows), unpack))
+    flat = [tag for part in seen for tag in part]
+    assert len(flat) == len(set(flat)) == 150
+    assert set(flat) == {f"beta {i}" for i in range(150)}
+    # The training iterators of two processes read disjoint documents.
+    firsts = []
+    for index in range(2):
+        it = build_pretrain_iterator(
+            cfg, seq_len=128, batch_size=4, seed=0, process_index=index, process_count=2, tokenizer=tokenizer
+        )
+        firsts.append(set(_doc_tags(tokenizer, unpack.rows_of(_take(it, 5)), unpack)))
+    assert firsts[0] and firsts[1] and not firsts[0] & firsts[1]
+    with pytest.raises(ValueError, match=r"process_index 2 is not in \[0, process_count=2\)"):
+        build_pretrain_iterator(
+            cfg, seq_len=8, batch_size=1, seed=0, process_index=2, process_count=2, tokenizer=tokenizer
+        )
+
+
+def test_label_filter_and_inline_annotation(write_jsonl, tokenizer, unpack):
+    code = "def add(a, b):\n    return a + b\n\nclass Point:\n    x: int = 0\n    y: int = 0\n"
+    prose = "The river flows slowly through the old town, and people walk along its banks in the evening."
+    path = write_jsonl(
+        "mixed.jsonl",
+        [{"text": f"{t} {i}\n{code if t == 'code' else prose}"} for i in range(40) for t in ("code", "prose")],
+    )
+    cfg = {
+        "sources": {"only_code": {"kind": "jsonl", "path": path, "annotate": ["domain"], "where": {"domain": "code"}}}
+    }
+    it = build_pretrain_iterator(
+        cfg,
+        seq_len=64,
+        batch_size=4,
+        seed=0,
+        process_index=0,
+        process_count=1,
+        tokenizer=tokenizer,
+    )
+    texts = [tokenizer.decode(p) for row in unpack.rows_of(_take(it, 10)) for p in unpack.segments(row)]
+    assert texts and all("prose" not in t and "river" not in t for t in texts)
+    assert it.report()["filtered"]["only_code"] > 0
+    cfg["sources"]["only_code"]["where"] = {"domain": "legal"}
+    it = build_pretrain_iterator(
+        cfg, seq_len=64, batch_size=4, seed=0, process_index=0, process_count=1, tokenizer=tokenizer
+    )
+    with pytest.raises(ValueError, match="a whole pass over the source gave no document"):
+        _take(it, 5)
+
+
+def test_eval_iterator_covers_held_out_records_once(three_sources, tokenizer, unpack):
+    cfg = _config(three_sources, packing="first_fit")
+    cfg["sources"]["alpha"]["eval_every"] = 10
+    cfg["sources"]["gamma"]["eval_path"] = three_sources["beta"]
+    batches = list(
+        build_eval_iterator(cfg, seq_len=64, batch_size=4, process_index=0, process_count=1, tokenizer=tokenizer)
+    )
+    assert all(b["tokens"].shape == (4, 64) for b in batches)
+    tags = _doc_tags(tokenizer, unpack.rows_of(batches), unpack)
+    assert sorted(tags) == sorted([f"alpha {i}" for i in range(9, 150, 10)] + [f"beta {i}" for i in range(150)])
+    # The training stream of alpha never shows its held-out records.
+    it = build_pretrain_iterator(
+        cfg, seq_len=128, batch_size=8, seed=0, process_index=0, process_count=1, tokenizer=tokenizer
+    )
+    train_tags = set(_doc_tags(tokenizer, unpack.rows_of(_take(it, 30)), unpack))
+    assert not train_tags & {f"alpha {i}" for i in range(9, 150, 10)}
+    with pytest.raises(ValueError, match="no source has held-out data"):
+        build_eval_iterator(
+            _config(three_sources), seq_len=64, batch_size=4, process_index=0, process_count=1, tokenizer=tokenizer
+        )
+
+
+def test_s3_length_mix(write_jsonl, tokenizer, unpack):
+    rng = np.random.default_rng(3)
+    words = ["alpha", "beta", "gamma", "delta"]
+    docs = [{"text": " ".join(rng.choice(words, size=int(rng.choice([5, 40, 300, 900]))))} for _ in range(400)]
+    path = write_jsonl("long.jsonl", docs)
+    seq_len = 256
+    cfg = {
+        "sources": {"books": {"kind": "jsonl", "path": path}},
+        "packing": "first_fit",
+        "length_mix": {"long_fraction": 0.75, "block_records": 8},
+    }
+    kwargs = dict(seq_len=seq_len, batch_size=8, seed=0, process_index=0, process_count=1, tokenizer=tokenizer)
+    it = build_pretrain_iterator(cfg, **kwargs)
+    batches = _take(it, 60)
+    lengths = [len(p) for row in unpack.rows_of(batches) for p in unpack.segments(row)]
+    low, _ = bucket_bounds(seq_len, long=False)
+    assert all(low <= n <= seq_len for n in lengths)
+    long_share = np.mean([n >= seq_len // 2 for n in lengths])
+    assert abs(long_share - 0.75) < 0.06, long_share
+    report = it.report()["length_mix"]
+    assert report["documents"] >= len(lengths) and abs(report["long_fraction"] - 0.75) < 0.06
+    assert 0 < report["concatenated_fraction"] < 1  # Short documents were joined, long ones cut.
+    state_at = 23
+    resumed = build_pretrain_iterator(cfg, **kwargs)
+    replay = build_pretrain_iterator(cfg, **kwargs)
+    _take(replay, state_at)
+    resumed.set_state(json.loads(json.dumps(replay.get_state())))
+    assert _same(_take(resumed, 10), batches[state_at : state_at + 10])
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_stage_configs_on_the_embedded_corpus(stage, tokenizer):
+    cfg = STAGES[stage]()
+    parsed = parse_data_config(cfg)
+    assert (parsed.length_mix is not None) == (stage == "s3")
+    if stage == "s3":
+        assert parsed.length_mix.long_fraction == 0.75
+    it = build_pretrain_iterator(
+        cfg, seq_len=256, batch_size=2, seed=0, process_index=0, process_count=1, tokenizer=tokenizer
+    )
+    batch = next(it)
+    assert batch["tokens"].shape == (2, 256) and (batch["segment_ids"] > 0).any()
+    metrics = it.metrics()
+    assert all(isinstance(v, int | float) for v in metrics.values())
+    eval_batch = next(
+        build_eval_iterator(cfg, seq_len=256, batch_size=2, process_index=0, process_count=1, tokenizer=tokenizer)
+    )
+    assert eval_batch["tokens"].shape == (2, 256)
+
+
+def test_config_errors_name_the_key(three_sources):
+    base = _config(three_sources)
+    bad_cases = {
+        "unknown keys \\['wieght'\\]": {"sources": {"a": {"kind": "jsonl", "path": "x", "wieght": 2}}},
+        "sources.a.weight must be a positive": {"sources": {"a": {"kind": "jsonl", "path": "x", "weight": 0}}},
+        "unknown kind 'csv'": {"sources": {"a": {"kind": "csv", "path": "x"}}},
+        "packing: unknown mode": {**base, "packing": "best_fit"},
+        "length_mix: unknown keys": {**base, "length_mix": {"fraction": 0.5}},
+        "needs 'sources'": {"tokenizer": "default"},
+        "cannot be mixed": {"sources": {"a": {"kind": "packed", "path": "x"}, "b": {"kind": "jsonl", "path": "y"}}},
+    }
+    for message, cfg in bad_cases.items():
+        with pytest.raises(ValueError, match=message):
+            parse_data_config(cfg)
