@@ -1,0 +1,21 @@
+"""Pretraining stage 2 (Reasoning): a STEM/code/reasoning-heavy mixture with an accelerated learning-rate decay,
+initialised from stage 1's final weights (TR §3: ~5T tokens at 4K)."""
+
+from qwen3jax.data.stages import s2_config
+from qwen3jax.train.config import choose_variant, pretrain_config
+
+FULL_SIZE_DEFAULT = "qwen3_0_6b"
+
+
+def get_config(arg: str = ""):
+    variant, reason = choose_variant(arg, FULL_SIZE_DEFAULT)
+    config = pretrain_config("pretrain_s2", variant, reason)
+    config.data = s2_config()
+    config.init_from = "runs/pretrain_s1"  # the default run directory of stage 1
+    config.steps = 100 if variant == "tiny" else 20_000
+    # Accelerated decay: no re-warmup from S1's end, cosine to 1% within the first half of the stage, then hold.
+    config.optim.warmup_steps = 5 if variant == "tiny" else 200
+    config.optim.peak_lr = config.optim.peak_lr / 3
+    config.optim.decay_steps = config.steps // 2
+    config.optim.end_lr_ratio = 0.01
+    return config

@@ -1,0 +1,24 @@
+"""Pretraining stage 3 (Long context): 32K sequences at full size (4x stage 1's length in the tiny variant), RoPE
+base raised 1e4 -> 1e6 (ABF) and the 75/25 long/short document length mix, initialised from stage 2."""
+
+from qwen3jax.data.stages import s3_config
+from qwen3jax.train.config import choose_variant, pretrain_config
+
+FULL_SIZE_DEFAULT = "qwen3_0_6b"
+
+
+def get_config(arg: str = ""):
+    variant, reason = choose_variant(arg, FULL_SIZE_DEFAULT)
+    tiny = variant == "tiny"
+    config = pretrain_config("pretrain_s3", variant, reason)
+    config.data = s3_config()
+    config.init_from = "runs/pretrain_s2"
+    config.model.rope_theta = 1_000_000.0  # ABF
+    config.seq_len = config.seq_len * 4 if tiny else 32_768
+    config.global_batch = 4 if tiny else 64
+    config.steps = 60 if tiny else 5_000
+    config.model.remat = "none" if tiny else "full"
+    config.optim.warmup_steps = 5 if tiny else 100
+    config.optim.peak_lr = config.optim.peak_lr / 10
+    config.eval.every = 30 if tiny else 500
+    return config

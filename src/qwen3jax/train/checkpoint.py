@@ -1,0 +1,87 @@
+"""Run checkpoints (orbax, async): parameters, optimizer/step/RNG, and the exact data-iterator position.
+
+Layout: `<workdir>/checkpoints/<step>/{params, train, data}`. `params` is saved as its own item so a later stage can
+initialise from it without the optimizer (`init_from`). The last `keep` checkpoints are kept; the stage-final one
+is the newest, so it is always among them.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+from qwen3jax.train.step import TrainState
+
+
+def _abstract(tree):
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+class Checkpointer:
+    def __init__(self, workdir: str | pathlib.Path, *, keep: int, async_save: bool = True):
+        self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep, enable_async_checkpointing=async_save, create=True
+            ),
+        )
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, state: TrainState, data_iterator: Any, *, force: bool = False) -> bool:
+        args = ocp.args.Composite(
+            params=ocp.args.StandardSave(state.params),
+            train=ocp.args.StandardSave({"step": state.step, "opt_state": state.opt_state, "rng": state.rng}),
+            data=grain.checkpoint.CheckpointSave(data_iterator),
+        )
+        return self.manager.save(int(state.step), args=args, force=force)
+
+    def restore(self, state: TrainState, data_iterator: Any, step: int | None = None) -> TrainState:
+        """Restore into the (sharded) layout of `state`; the data iterator is restored in place."""
+        step = self.latest_step() if step is None else step
+        train_target = {"step": state.step, "opt_state": state.opt_state, "rng": state.rng}
+        restored = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                params=ocp.args.StandardRestore(_abstract(state.params)),
+                train=ocp.args.StandardRestore(_abstract(train_target)),
+                data=grain.checkpoint.CheckpointRestore(data_iterator),
+            ),
+        )
+        train = restored["train"]
+        return state.replace(
+            params=restored["params"], step=train["step"], opt_state=train["opt_state"], rng=train["rng"]
+        )
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def resolve_init_checkpoint(path: str | pathlib.Path) -> pathlib.Path:
+    """`init_from` accepts a step directory, a `checkpoints/` directory, or a run directory (newest step wins)."""
+    p = pathlib.Path(path).expanduser().absolute()
+    if not p.exists():
+        raise FileNotFoundError(f"init_from: {p} does not exist (run the previous stage first, or fix the path)")
+    if (p / "params").is_dir():
+        return p
+    ckpt_dir = p / "checkpoints" if (p / "checkpoints").is_dir() else p
+    steps = sorted((int(d.name) for d in ckpt_dir.iterdir() if d.name.isdigit() and (d / "params").is_dir()))
+    if not steps:
+        raise FileNotFoundError(f"init_from: no checkpoint under {p} (expected <run>/checkpoints/<step>/params)")
+    return ckpt_dir / str(steps[-1])
+
+
+def load_params(path: str | pathlib.Path, abstract_params: dict) -> dict:
+    """Parameters only, from any checkpoint `resolve_init_checkpoint` accepts, in the layout of `abstract_params`."""
+    step_dir = resolve_init_checkpoint(path)
+    with ocp.StandardCheckpointer() as ckptr:
+        return ckptr.restore(step_dir / "params", _abstract(abstract_params))

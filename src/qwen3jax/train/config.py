@@ -1,0 +1,75 @@
+"""The pretraining experiment config, shared by `experiments/pretrain_s*.py` (each file states only how its stage
+differs). Every field exists in the returned ConfigDict, so any of them can be overridden on the command line
+(`--config.optim.peak_lr=3e-4`); configs are locked, so a mistyped key fails before anything compiles."""
+
+from __future__ import annotations
+
+import ml_collections
+
+from qwen3jax.model import ModelConfig
+
+# Which variant runs when the experiment is given no argument: CPU machines get the tiny model on the embedded
+# corpus; accelerators get the full-size default named by the experiment.
+TINY = "tiny"
+
+
+def choose_variant(arg: str, full_size_default: str) -> tuple[str, str]:
+    """(variant, reason) for the first log line."""
+    if arg:
+        return arg, f"asked for {arg!r}"
+    import jax
+
+    backend = jax.default_backend()
+    if backend == "cpu":
+        return TINY, "no variant given and the backend is CPU"
+    return full_size_default, f"no variant given and the backend is {backend}"
+
+
+def pretrain_config(stage: str, variant: str, reason: str) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.name = stage
+    c.variant = variant
+    c.variant_reason = reason
+    tiny = variant == TINY
+    model = ModelConfig.from_preset(variant, rope_theta=10_000.0)  # S1/S2 use base 10k; S3 raises it (ABF)
+    c.model = ml_collections.ConfigDict(model.to_dict())
+    c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "expert": 1, "context": 1, "tensor": 1})
+    if not tiny:  # pods: shard weights (ZeRO-3) across every device, experts over an expert axis for MoE
+        c.mesh.data, c.mesh.fsdp = 1, -1
+    c.seq_len = 256 if tiny else 4096
+    c.global_batch = 16 if tiny else 512
+    c.micro_batches = 1
+    c.steps = 200 if tiny else 100_000
+    c.seed = 0
+    c.init_from = ""  # checkpoint step dir, checkpoints dir or run dir to take the weights from
+    c.loss = ml_collections.ConfigDict({"name": "pretrain", "z_loss": 1e-4, "balance_coef": 1e-3, "balance_scope": "global"})
+    c.optim = ml_collections.ConfigDict(
+        {
+            "schedule": "cosine",  # cosine | wsd
+            "peak_lr": 3e-3 if tiny else 3e-4,
+            "warmup_steps": 20 if tiny else 2000,
+            "decay_steps": 0,  # cosine: 0 = decay over the rest of the run
+            "decay_fraction": 0.2,  # wsd: final fraction of the run spent decaying
+            "end_lr_ratio": 0.1,
+            "b1": 0.9,
+            "b2": 0.95,
+            "eps": 1e-8,
+            "weight_decay": 0.1,
+            "decay_norms": False,
+            "decay_embeddings": False,
+            "clip_norm": 1.0,
+            "max_nonfinite_steps": 20,
+        }
+    )
+    c.checkpoint = ml_collections.ConfigDict({"every": 100 if tiny else 1000, "keep": 3, "async_save": True})
+    c.eval = ml_collections.ConfigDict({"every": 50 if tiny else 1000, "batches": 4 if tiny else 50})
+    c.log_every = 10 if tiny else 50
+    c.hardware = ml_collections.ConfigDict({"peak_flops": 0.0})  # per device; 0 = known table or measured (CPU)
+    c.samples = ml_collections.ConfigDict(
+        {
+            "num": 3,
+            "max_new_tokens": 40,
+            "prompts": ["def fibonacci(n):", "The standard library", "Question: What is 12 + 7?"],
+        }
+    )
+    return c

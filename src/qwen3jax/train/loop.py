@@ -1,0 +1,287 @@
+"""The run loop: builds mesh, model, optimizer and data from an experiment config, then trains with progress,
+metrics, evaluation, checkpoints (resume, preemption), samples and a curves PNG — all inside the run directory.
+
+Run directory: config.json (snapshot), checkpoints/, metrics.jsonl, tensorboard/, curves.png, samples.txt,
+data_report.json.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import pathlib
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from qwen3jax.data.pipeline import build_eval_iterator, build_pretrain_iterator, configured_tokenizer
+from qwen3jax.model import ModelConfig, create_model
+from qwen3jax.model.config import describe
+from qwen3jax.parallel import make_mesh
+from qwen3jax.parallel.rules import logical_to_spec
+from qwen3jax.train.checkpoint import Checkpointer, load_params
+from qwen3jax.train.losses import LOSSES, next_token_targets, token_cross_entropy
+from qwen3jax.train.metrics import MetricsWriter, format_duration, plot_curves
+from qwen3jax.train.optim import make_optimizer
+from qwen3jax.train.step import TrainState, train_step
+
+# Dense bf16 peak FLOP/s per device, for the MFU estimate (device_kind substring → FLOP/s).
+_PEAK_FLOPS = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12, "TPU v6": 918e12,
+               "H100": 989e12, "H200": 989e12, "A100": 312e12}  # fmt: skip
+
+
+class RunStopped(RuntimeError):
+    """The run cannot continue (e.g. persistent non-finite gradients); the message says why."""
+
+
+def peak_flops_per_device(override: float) -> float:
+    if override:
+        return override
+    kind = jax.devices()[0].device_kind
+    for name, flops in _PEAK_FLOPS.items():
+        if name in kind:
+            return flops
+    # CPU (or unknown): measure a matmul now, so MFU means "fraction of what this machine's XLA can do".
+    n = 1024
+    a = jnp.ones((n, n), jnp.float32)
+    f = jax.jit(lambda a: a @ a)
+    f(a).block_until_ready()
+    start = time.perf_counter()
+    for _ in range(3):
+        f(a).block_until_ready()
+    return 3 * 2 * n**3 / (time.perf_counter() - start)
+
+
+def _config_snapshot(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
+    """Write config.json; refuse to continue a run directory that holds a run with another config."""
+    path = workdir / "config.json"
+    current = json.loads(config.to_json_best_effort(sort_keys=True))
+    if path.exists():
+        saved = json.loads(path.read_text())
+        diff = sorted(_diff_keys(saved, current))
+        if diff:
+            raise RunStopped(
+                f"{workdir} holds a run with a different config (differs at: {', '.join(diff[:8])}). Resume it with "
+                f"the same settings, or pass another WORKDIR / --workdir; nothing was changed."
+            )
+        return
+    path.write_text(json.dumps(current, indent=2, sort_keys=True))
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [k for key in set(a) | set(b) for k in _diff_keys(a.get(key), b.get(key), f"{prefix}{key}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+class Trainer:
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str | pathlib.Path):
+        self.config = config
+        self.workdir = pathlib.Path(workdir)
+        self.primary = jax.process_index() == 0
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        _config_snapshot(self.workdir, config)
+        if config.global_batch % (config.micro_batches * jax.process_count()):
+            raise ValueError(
+                f"global_batch={config.global_batch} must be divisible by micro_batches={config.micro_batches} × "
+                f"processes={jax.process_count()}"
+            )
+        self.mesh = make_mesh(dict(config.mesh))
+        self.model_cfg = ModelConfig.from_dict(config.model.to_dict())
+        loss_cfg = dict(config.loss)
+        self.loss_fn = LOSSES.get(loss_cfg.pop("name"))(**loss_cfg)
+        self.tokens_per_step = config.global_batch * config.seq_len
+        self.flops_per_step = self.model_cfg.flops_per_token(config.seq_len) * self.tokens_per_step
+        self.peak_flops = peak_flops_per_device(config.hardware.peak_flops) * jax.device_count()
+        self.log(f"model: {describe(self.model_cfg)}")
+        self.log(f"mesh: {dict(self.mesh.shape)} over {jax.device_count()} {jax.devices()[0].platform} device(s)")
+
+    def log(self, message: str) -> None:
+        if self.primary:
+            print(message, flush=True)
+
+    # ---- state --------------------------------------------------------------------------------------------------
+    def init_state(self) -> TrainState:
+        c = self.config
+        model = create_model(self.model_cfg, seed=c.seed, mesh=self.mesh)
+        graphdef, params_state = nnx.split(model, nnx.Param)
+        tx, self.schedule = make_optimizer(c.optim, params_state, c.steps)
+        params = nnx.to_pure_dict(params_state)
+        with jax.set_mesh(self.mesh):
+            opt_state = jax.jit(tx.init)(params)
+        replicated = NamedSharding(self.mesh, PartitionSpec())
+        step, rng = jax.device_put((jnp.zeros((), jnp.int32), jax.random.key(c.seed)), replicated)
+        return TrainState(step, params, opt_state, rng, graphdef, tx)
+
+    def batch_sharding(self, shape) -> NamedSharding:
+        spec = logical_to_spec(("batch", "seq"), shape, dict(self.mesh.shape))
+        return NamedSharding(self.mesh, spec)
+
+    def to_global(self, local_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        global_shape = (self.config.global_batch, self.config.seq_len)
+        sharding = self.batch_sharding(global_shape)
+        return {
+            k: jax.make_array_from_process_local_data(sharding, np.asarray(v, np.int32), global_shape)
+            for k, v in local_batch.items()
+        }
+
+    def step_function(self, state_shardings):
+        """The jitted train step with explicit in/out shardings and the state's buffers donated."""
+        c = self.config
+        return jax.jit(
+            functools.partial(train_step, loss_fn=self.loss_fn, num_micro_batches=c.micro_batches),
+            in_shardings=(state_shardings, self.batch_sharding((c.global_batch, c.seq_len))),
+            out_shardings=(state_shardings, None),
+            donate_argnums=0,
+        )
+
+    def data_iterator(self, *, eval_split: bool = False):
+        c = self.config
+        per_process = c.global_batch // jax.process_count()
+        kw = dict(seq_len=c.seq_len, batch_size=per_process, process_index=jax.process_index(),
+                  process_count=jax.process_count())  # fmt: skip
+        if eval_split:
+            return build_eval_iterator(c.data, **kw)
+        return build_pretrain_iterator(c.data, seed=c.seed, **kw)
+
+    # ---- loop ---------------------------------------------------------------------------------------------------
+    def run(self) -> dict[str, float]:
+        c = self.config
+        state = self.init_state()
+        data = self.data_iterator()
+        ckpt = Checkpointer(self.workdir, keep=c.checkpoint.keep, async_save=c.checkpoint.async_save)
+        if ckpt.latest_step() is not None:
+            state = ckpt.restore(state, data)
+            self.log(f"resumed from {ckpt.directory / str(ckpt.latest_step())}")
+        elif c.init_from:
+            state = state.replace(params=load_params(c.init_from, state.params))
+            self.log(f"initialised weights from {c.init_from}")
+
+        step_fn = self.step_function(jax.tree.map(lambda x: x.sharding, state))
+        writer = MetricsWriter(self.workdir, enabled=self.primary)
+        stop = _StopFlag()
+        step = int(state.step)
+        final = {}
+        if step >= c.steps:
+            self.log(f"run already complete at step {step} (steps={c.steps}); nothing to do")
+        window_start, window_steps, run_start, start_step = time.perf_counter(), 0, time.perf_counter(), step
+        try:
+            with jax.set_mesh(self.mesh):
+                while step < c.steps:
+                    state, metrics = step_fn(state, self.to_global(next(data)))
+                    step += 1
+                    window_steps += 1
+                    if step % c.log_every == 0 or step == c.steps or step == start_step + 1:
+                        metrics = {f"train/{k}": float(v) for k, v in jax.device_get(metrics).items()}
+                        elapsed = time.perf_counter() - window_start
+                        final = self._report(step, metrics, elapsed / window_steps, run_start, start_step, writer)
+                        window_start, window_steps = time.perf_counter(), 0
+                        if metrics["train/nonfinite_in_a_row"] >= c.optim.max_nonfinite_steps:
+                            raise RunStopped(
+                                f"{int(metrics['train/nonfinite_in_a_row'])} steps in a row had a non-finite loss or "
+                                f"gradient (updates were skipped); lower optim.peak_lr or check the data"
+                            )
+                    if c.eval.every and (step % c.eval.every == 0 or step == c.steps):
+                        final.update(self.evaluate(state, step, writer))
+                    if step % c.checkpoint.every == 0 or step == c.steps or stop.requested:
+                        ckpt.save(state, data, force=True)
+                    if stop.requested:
+                        ckpt.wait()
+                        self.log(f"stopped by {stop.requested} at step {step}; checkpoint saved — rerun the same "
+                                 f"command to resume")  # fmt: skip
+                        return final
+            ckpt.wait()
+            if step >= c.steps and c.samples.num:
+                self.write_samples(state)
+        finally:
+            stop.restore()
+            ckpt.close()
+            writer.close()
+            if self.primary:
+                (self.workdir / "data_report.json").write_text(json.dumps(data.report(), indent=2, default=str))
+                if (self.workdir / "metrics.jsonl").exists():
+                    self.log(f"curves: {plot_curves(self.workdir)}")
+        return final
+
+    def _report(self, step, metrics, seconds_per_step, run_start, start_step, writer) -> dict[str, float]:
+        c = self.config
+        lr = float(self.schedule(step - 1))
+        tok_s = self.tokens_per_step / seconds_per_step
+        mfu = self.flops_per_step / seconds_per_step / self.peak_flops
+        done = step - start_step
+        eta = (time.perf_counter() - run_start) / done * (c.steps - step)
+        metrics.update({"train/lr": lr, "train/tokens_per_s": tok_s, "train/mfu": mfu})
+        writer.write(step, metrics)
+        skipped = " SKIPPED(non-finite)" if metrics["train/skipped"] else ""
+        self.log(
+            f"step {step:>6}/{c.steps}  loss {metrics['train/loss']:.4f}  grad_norm {metrics['train/grad_norm']:.3f}  "
+            f"lr {lr:.2e}  {tok_s:,.0f} tok/s  MFU {mfu:.1%}  ETA {format_duration(eta)}{skipped}"
+        )
+        return metrics
+
+    def evaluate(self, state: TrainState, step: int, writer: MetricsWriter) -> dict[str, float]:
+        """Mean next-token cross-entropy on the first `eval.batches` held-out batches."""
+
+        @jax.jit
+        def eval_step(params, batch):
+            logits = state.model(params)(batch["tokens"], batch["positions"], batch["segment_ids"])
+            targets, valid = next_token_targets(batch)
+            ce, _ = token_cross_entropy(logits[:, :-1], targets)
+            return jnp.sum(ce * valid), jnp.sum(valid)
+
+        total, count = 0.0, 0.0
+        for i, batch in enumerate(self.data_iterator(eval_split=True)):
+            if i >= self.config.eval.batches:
+                break
+            s, n = eval_step(state.params, self.to_global(batch))
+            total, count = total + float(s), count + float(n)
+        result = {"eval/loss": total / max(count, 1), "eval/tokens": count}
+        writer.write(step, result)
+        self.log(f"eval  step {step}: loss {result['eval/loss']:.4f} over {int(count):,} tokens")
+        return result
+
+    def write_samples(self, state: TrainState) -> None:
+        """A few greedy continuations of the configured prompts, into samples.txt."""
+        from qwen3jax.sample import generate
+
+        tokenizer = configured_tokenizer_for(self.config)
+        prompts = list(self.config.samples.prompts)[: self.config.samples.num]
+        result = generate(
+            state.model(), [tokenizer.encode(p) for p in prompts], max_new_tokens=self.config.samples.max_new_tokens,
+            stop_ids=(tokenizer.eos_id,),
+        )  # fmt: skip
+        lines = []
+        for prompt, ids in zip(prompts, result.tokens):
+            lines.append(f"--- prompt: {prompt!r}\n{prompt}{tokenizer.decode(ids)}\n")
+        text = "\n".join(lines)
+        if self.primary:
+            (self.workdir / "samples.txt").write_text(text)
+            self.log("samples:\n" + text)
+
+
+def configured_tokenizer_for(config: ml_collections.ConfigDict):
+    from qwen3jax.data.config import parse_data_config
+
+    return configured_tokenizer(parse_data_config(config.data))
+
+
+class _StopFlag:
+    """SIGTERM/SIGINT (pod preemption, Ctrl-C) ask the loop to checkpoint and exit at the next step boundary."""
+
+    def __init__(self):
+        self.requested: str | None = None
+        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def _handle(self, signum, frame):
+        self.requested = signal.Signals(signum).name
+
+    def restore(self):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)

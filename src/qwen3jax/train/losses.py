@@ -1,0 +1,112 @@
+"""Loss registry. A loss is built by a factory registered by name (configured from the experiment's `loss` block)
+and has two parts, both pure:
+
+- `context(model_fn, micro_batches) -> ctx`: statistics of the WHOLE global batch that every micro-batch's loss
+  needs before its own terms can be computed (token counts for exact normalisation, MoE expert frequencies for the
+  global-batch balance loss). Runs once per step, before the gradient accumulation loop.
+- `__call__(model, batch, ctx) -> (loss, metrics)`: one micro-batch's contribution. Contributions are normalised
+  by global counts, so the step's loss is the plain SUM over micro-batches: k micro-batches == one batch of k× size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from qwen3jax.registry import Registry
+
+LOSSES: Registry[Callable[..., Any]] = Registry("loss")
+
+Batch = Mapping[str, jax.Array]
+
+
+def next_token_targets(batch: Batch) -> tuple[jax.Array, jax.Array]:
+    """Targets [B, T-1] and their validity: position t predicts token t+1 of the same document, when trained."""
+    tokens, segments = batch["tokens"], batch["segment_ids"]
+    valid = (batch["loss_mask"][:, 1:] > 0) & (segments[:, 1:] == segments[:, :-1]) & (segments[:, 1:] > 0)
+    return tokens[:, 1:], valid
+
+
+def token_cross_entropy(logits_BTV: jax.Array, targets_BT: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per-token cross-entropy and log-partition (for z-loss), in fp32."""
+    log_z = jax.nn.logsumexp(logits_BTV, axis=-1)
+    target_logit = jnp.take_along_axis(logits_BTV, targets_BT[..., None], axis=-1)[..., 0]
+    return log_z - target_logit, log_z
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainLoss:
+    """Next-token cross-entropy on `loss_mask` tokens + optional z-loss + MoE load-balancing loss.
+
+    balance_scope: "global" — expert frequencies f are summed over every micro-batch and data-parallel shard of
+      the global batch before the product `E · Σ f·P` (Qwen3, SPEC §2); with several micro-batches this costs one
+      extra forward pass per step to count the routing first. "micro" — HF's per-micro-batch loss, averaged.
+    """
+
+    z_loss: float = 0.0
+    balance_coef: float = 0.001
+    balance_scope: str = "global"
+
+    def __post_init__(self):
+        if self.balance_scope not in ("global", "micro"):
+            raise ValueError(f"balance_scope must be 'global' or 'micro', got {self.balance_scope!r}")
+
+    def context(self, model_fn, micro_batches: Batch) -> dict[str, jax.Array]:
+        whole = {k: v.reshape(-1, *v.shape[2:]) for k, v in micro_batches.items()}
+        num_micro = micro_batches["tokens"].shape[0]
+        ctx = {
+            "num_micro": num_micro,
+            "num_targets": jnp.maximum(jnp.sum(next_token_targets(whole)[1]), 1),
+            "real_tokens": jnp.sum(whole["segment_ids"] > 0),
+        }
+        if model_fn().config.is_moe and self.balance_coef and self.balance_scope == "global" and num_micro > 1:
+
+            def count(batch):
+                _, stats = model_fn()(batch["tokens"], batch.get("positions"), batch["segment_ids"], return_stats=True)
+                return stats.expert_counts.sum(0), stats.num_tokens.sum()
+
+            counts, tokens = jax.lax.map(count, micro_batches)
+            ctx["expert_freq"] = jax.lax.stop_gradient(counts.sum(0) / tokens.sum())
+        return ctx
+
+    def __call__(self, model, batch: Batch, ctx: Mapping[str, jax.Array]):
+        logits, stats = model(batch["tokens"], batch.get("positions"), batch["segment_ids"], return_stats=True)
+        targets, valid = next_token_targets(batch)
+        ce, log_z = token_cross_entropy(logits[:, :-1], targets)
+        weight = valid.astype(jnp.float32) / ctx["num_targets"]
+        ce_loss = jnp.sum(ce * weight)
+        metrics = {
+            "ce": ce_loss,
+            "accuracy": jnp.sum((jnp.argmax(logits[:, :-1], -1) == targets) * weight),
+            "target_tokens": jnp.sum(valid).astype(jnp.float32),
+        }
+        loss = ce_loss
+        if self.z_loss:
+            metrics["z_loss"] = self.z_loss * jnp.sum(log_z**2 * weight)
+            loss = loss + metrics["z_loss"]
+        if stats.expert_counts.size and self.balance_coef:
+            metrics["balance_loss"] = self.balance_coef * self._balance(stats, ctx)
+            loss = loss + metrics["balance_loss"]
+        return loss, metrics
+
+    def _balance(self, stats, ctx) -> jax.Array:
+        num_experts = stats.expert_counts.shape[-1]
+        probs = stats.router_prob_sums.sum(0)  # [E] pooled over layers; the only differentiable part
+        if self.balance_scope == "micro":
+            tokens = jnp.maximum(stats.num_tokens.sum(), 1)
+            freq = jax.lax.stop_gradient(stats.expert_counts.sum(0) / tokens)
+            return num_experts * jnp.sum(freq * probs / tokens) / ctx["num_micro"]
+        # Global: f over the whole batch; this micro-batch contributes its probability sums over the whole batch's
+        # pooled token count (every MoE layer routes every real token), so contributions add up to E·Σ f·P.
+        total = jnp.maximum(ctx["real_tokens"] * stats.num_tokens.shape[0], 1)
+        freq = ctx.get("expert_freq", jax.lax.stop_gradient(stats.expert_counts.sum(0) / total))
+        return num_experts * jnp.sum(freq * probs / total)
+
+
+@LOSSES.register("pretrain")
+def pretrain(z_loss: float = 0.0, balance_coef: float = 0.001, balance_scope: str = "global") -> PretrainLoss:
+    return PretrainLoss(z_loss=z_loss, balance_coef=balance_coef, balance_scope=balance_scope)

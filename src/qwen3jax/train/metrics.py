@@ -1,0 +1,75 @@
+"""Run outputs for people: a progress line, metrics.jsonl, TensorBoard events and a PNG of the curves."""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import time
+from collections.abc import Mapping
+
+
+class MetricsWriter:
+    def __init__(self, workdir: pathlib.Path, *, enabled: bool = True):
+        self.workdir = workdir
+        self.enabled = enabled
+        self._jsonl = None
+        self._tb = None
+        if enabled:
+            from tensorboardX import SummaryWriter
+
+            self._jsonl = open(workdir / "metrics.jsonl", "a")
+            self._tb = SummaryWriter(str(workdir / "tensorboard"))
+
+    def write(self, step: int, scalars: Mapping[str, float]) -> None:
+        if not self.enabled:
+            return
+        self._jsonl.write(json.dumps({"step": step, "time": time.time(), **scalars}) + "\n")
+        self._jsonl.flush()
+        for name, value in scalars.items():
+            self._tb.add_scalar(name, value, step)
+
+    def close(self) -> None:
+        if self.enabled:
+            self._jsonl.close()
+            self._tb.close()
+
+
+def read_metrics(path: pathlib.Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_curves(workdir: pathlib.Path, keys=("train/loss", "eval/loss", "train/lr", "train/grad_norm")) -> pathlib.Path:
+    """Write `curves.png`: one panel per metric over steps (a resumed run's rows are all in metrics.jsonl)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(workdir / "metrics.jsonl")
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.4))
+    for ax, key in zip(axes, keys):
+        points = sorted({r["step"]: r[key] for r in rows if key in r}.items())
+        if points:
+            ax.plot([s for s, _ in points], [v for _, v in points], marker="." if len(points) < 30 else None)
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.suptitle(workdir.name)
+    fig.tight_layout()
+    out = workdir / "curves.png"
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def format_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
