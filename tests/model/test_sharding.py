@@ -43,9 +43,9 @@ def test_parameters_are_laid_out_by_the_rules():
     mesh = make_mesh({"fsdp": 2, "expert": 2, "tensor": 2})
     model = create_model(MOE, mesh=mesh)
     attn = model.stacks[0].layers.self_attn
-    assert attn.q_proj[...].sharding.spec == P(None, "fsdp", "tensor", None)
+    assert attn.q_proj[...].sharding.spec == P(None, ("fsdp", "expert"), "tensor", None)
     assert model.stacks[0].layers.mlp.gate_proj[...].sharding.spec == P(None, "expert", "fsdp", "tensor")
-    assert model.embed_tokens[...].sharding.spec == P("tensor", "fsdp")
+    assert model.embed_tokens[...].sharding.spec == P("tensor", ("fsdp", "expert"))
     # Each device stores only its shard.
     shard = model.stacks[0].layers.mlp.gate_proj[...].addressable_shards[0].data
     assert shard.shape == (1, MOE.num_experts // 2, MOE.hidden_size // 2, MOE.moe_intermediate_size // 2)

@@ -21,7 +21,9 @@ Rules = tuple[tuple[str, tuple[str, ...]], ...]
 DEFAULT_RULES: Rules = (
     # Parameters.
     ("vocab", ("tensor",)),
-    ("embed", ("fsdp",)),  # hidden dim of weights: ZeRO-3 style sharding over fsdp
+    # Hidden dim of weights: ZeRO-3 sharding over fsdp, and over expert ranks too (they are data parallel for every
+    # non-expert weight; expert weights already use the expert axis for their expert dim, so it is skipped there).
+    ("embed", ("fsdp", "expert")),
     ("q_heads", ("tensor",)),
     ("kv_heads", ("tensor",)),
     ("head_dim", ()),

@@ -29,7 +29,7 @@ from qwen3jax.parallel.rules import logical_to_spec
 from qwen3jax.train.checkpoint import Checkpointer, load_params
 from qwen3jax.train.losses import LOSSES, next_token_targets, token_cross_entropy
 from qwen3jax.train.metrics import MetricsWriter, format_duration, plot_curves
-from qwen3jax.train.optim import make_optimizer
+from qwen3jax.train.optim import make_optimizer, opt_state_shardings
 from qwen3jax.train.step import TrainState, train_step
 
 # Dense bf16 peak FLOP/s per device, for the MFU estimate (device_kind substring → FLOP/s).
@@ -114,9 +114,10 @@ class Trainer:
         graphdef, params_state = nnx.split(model, nnx.Param)
         tx, self.schedule = make_optimizer(c.optim, params_state, c.steps)
         params = nnx.to_pure_dict(params_state)
-        with jax.set_mesh(self.mesh):
-            opt_state = jax.jit(tx.init)(params)
         replicated = NamedSharding(self.mesh, PartitionSpec())
+        shardings = opt_state_shardings(tx, params, jax.tree.map(lambda x: x.sharding, params), replicated)
+        with jax.set_mesh(self.mesh):
+            opt_state = jax.jit(tx.init, out_shardings=shardings)(params)
         step, rng = jax.device_put((jnp.zeros((), jnp.int32), jax.random.key(c.seed)), replicated)
         return TrainState(step, params, opt_state, rng, graphdef, tx)
 

@@ -63,3 +63,12 @@ def make_optimizer(o: Mapping[str, Any], abstract_params: nnx.State, total_steps
     )
     # The loop stops the run after `max_nonfinite_steps` skipped steps in a row, long before optax would give up.
     return optax.apply_if_finite(tx, max_consecutive_errors=2**30), schedule
+
+
+def opt_state_shardings(tx, params, param_shardings, replicated):
+    """Optimizer-state shardings: moment trees are laid out like the parameters they mirror (ZeRO: never a
+    replica per device); counters and other scalars are replicated."""
+    return optax.tree_map_params(
+        tx, lambda _, sharding: sharding, jax.eval_shape(tx.init, params), param_shardings,
+        transform_non_params=lambda _: replicated,
+    )  # fmt: skip
