@@ -8,7 +8,7 @@ ARGS ?=
 WORKDIR ?= runs/$(EXP)
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast run bench clean-venv
+.PHONY: install test test-fast run sweep chat bench clean-venv
 
 install: $(STAMP)
 
@@ -27,6 +27,14 @@ test-fast: install
 
 run: install
 	$(PY) -m qwen3jax.run --config=experiments/$(EXP).py $(ARGS) --workdir=$(WORKDIR)
+
+sweep: install
+	$(PY) -m qwen3jax.sweep --config=experiments/$(EXP).py $(ARGS)
+
+# CKPT: an HF folder (has config.json) or a native checkpoint (model_config.json).
+chat: install
+	@test -n "$(CKPT)" || { echo "usage: make chat CKPT=<HF folder or native checkpoint>"; exit 2; }
+	$(PY) -m qwen3jax.chat_repl $(if $(wildcard $(CKPT)/config.json),--hf,--ckpt) $(CKPT) $(ARGS)
 
 bench: install
 	$(PY) -m qwen3jax.bench

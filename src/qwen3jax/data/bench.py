@@ -28,9 +28,22 @@ def pipeline_throughput(
 
 
 def run() -> None:
-    """`make bench` section: throughput of every stage's default pipeline."""
+    """`make bench` section: throughput of every stage's default pipeline, against the tokens/s the tiny S1 train
+    step consumes (measured now), which the pipeline must exceed at least 10x."""
+    import numpy as np
+
+    from experiments import pretrain_s1
+    from qwen3jax.model import ModelConfig
+    from qwen3jax.train.bench import ours_train_seconds
+
+    c = pretrain_s1.get_config("tiny")
+    tokens = np.random.default_rng(0).integers(0, c.model.vocab_size, (c.global_batch, c.seq_len))
+    consumed = c.global_batch * c.seq_len / ours_train_seconds(ModelConfig.from_dict(c.model.to_dict()), tokens)
+    print(f"tiny S1 train step consumes {consumed:,.0f} tokens/s", flush=True)
     for name in STAGES:
-        print(f"data pipeline {name}: {pipeline_throughput(name):,.0f} tokens/s (seq_len 1024, batch 8)", flush=True)
+        produced = pipeline_throughput(name)
+        print(f"data pipeline {name}: {produced:,.0f} tokens/s (seq_len 1024, batch 8) = {produced / consumed:.0f}x "
+              f"the tiny train step", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

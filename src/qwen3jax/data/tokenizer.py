@@ -25,19 +25,7 @@ from sentencepiece import sentencepiece_model_pb2
 
 from qwen3jax.data.cache import build_once, cache_root
 from qwen3jax.data.corpus.build import DEFAULT_CORPUS, CorpusConfig, corpus_key, iter_records
-
-ENDOFTEXT = "<|endoftext|>"
-SPECIAL_TOKENS = (
-    ENDOFTEXT,
-    "<|im_start|>",
-    "<|im_end|>",
-    "<think>",
-    "</think>",
-    "<tool_call>",
-    "</tool_call>",
-    "<tool_response>",
-    "</tool_response>",
-)
+from qwen3jax.special_tokens import ENDOFTEXT, SPECIAL_TOKENS
 
 
 class Tokenizer(abc.ABC):

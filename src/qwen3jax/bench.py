@@ -1,0 +1,28 @@
+"""`make bench`: every benchmark of the project, each printing ratios against a reference measured in this run."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+SECTIONS = {
+    "model": "qwen3jax.model.bench",  # forward+backward vs HF
+    "train": "qwen3jax.train.bench",  # full AdamW step vs HF + torch AdamW; compile time vs depth
+    "decode": "qwen3jax.sample.bench",  # generate vs HF generate
+    "data": "qwen3jax.data.bench",  # pipeline tokens/s vs the tiny train step's consumption
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only", nargs="*", default=None, help="run only these sections: " + ", ".join(SECTIONS))
+    args = parser.parse_args()
+    for name, module in SECTIONS.items():
+        if args.only and name not in args.only:
+            continue
+        print(f"== {name} ==", flush=True)
+        importlib.import_module(module).run()
+
+
+if __name__ == "__main__":
+    main()

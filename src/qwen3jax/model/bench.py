@@ -1,0 +1,129 @@
+"""Forward+backward throughput of the model vs HF transformers (torch, CPU) on the same config, same run.
+
+Reports tokens/s for both, their ratio, and our achieved FLOP/s as a fraction of the same-run fp32 matmul peak.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from qwen3jax.model import ModelConfig, Qwen3
+
+BENCH_DENSE = ModelConfig(
+    vocab_size=16384, hidden_size=512, intermediate_size=1536, num_layers=4, num_heads=8, num_kv_heads=4,
+    head_dim=64, rope_theta=10_000.0, max_position_embeddings=2048, tie_word_embeddings=False,
+)
+BENCH_MOE = BENCH_DENSE.replace(num_experts=32, num_experts_per_tok=4, moe_intermediate_size=256)
+BATCH, SEQ = 8, 512
+
+
+def timed(fn, *, warmup: int = 1, repeats: int = 3) -> float:
+    """Median seconds per call after warm-up (compilation excluded)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def matmul_peak_flops(n: int = 2048) -> float:
+    """fp32 FLOP/s of one large square matmul in XLA on this machine, now."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    f = jax.jit(lambda a: a @ a)
+    return 2 * n**3 / timed(lambda: f(a).block_until_ready())
+
+
+def _cross_entropy(logits, targets):
+    return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+
+
+def ours_step_seconds(cfg: ModelConfig, tokens: np.ndarray) -> float:
+    model = Qwen3(cfg, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model, nnx.Param)
+
+    @jax.jit
+    def step(params, tokens):
+        def loss(p):
+            return _cross_entropy(nnx.merge(graphdef, p)(tokens[:, :-1]), tokens[:, 1:])
+
+        return jax.value_and_grad(loss)(params)
+
+    toks = jnp.asarray(tokens)
+    return timed(lambda: jax.block_until_ready(step(params, toks)))
+
+
+def hf_model(cfg: ModelConfig):
+    """The HF transformers (torch) model with the same architecture, in training mode."""
+    import transformers
+
+    common = dict(
+        vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
+        rope_theta=cfg.rope_theta, tie_word_embeddings=cfg.tie_word_embeddings, attn_implementation="sdpa",
+        intermediate_size=cfg.intermediate_size,
+    )  # fmt: skip
+    if cfg.is_moe:
+        hf_cfg = transformers.Qwen3MoeConfig(
+            **common, num_experts=cfg.num_experts, num_experts_per_tok=cfg.num_experts_per_tok,
+            moe_intermediate_size=cfg.moe_intermediate_size, norm_topk_prob=cfg.norm_topk_prob,
+        )  # fmt: skip
+        model = transformers.Qwen3MoeForCausalLM(hf_cfg)
+    else:
+        model = transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**common))
+    return model.train()
+
+
+def hf_loss(model, toks):
+    import torch
+
+    logits = model(toks[:, :-1]).logits
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), toks[:, 1:].reshape(-1))
+
+
+def hf_step_seconds(cfg: ModelConfig, tokens: np.ndarray) -> float:
+    import torch
+
+    model = hf_model(cfg)
+    toks = torch.as_tensor(tokens, dtype=torch.long)
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        hf_loss(model, toks).backward()
+
+    return timed(step)
+
+
+def run() -> list[dict]:
+    peak = matmul_peak_flops()
+    print(f"fp32 matmul peak (XLA, 2048^3): {peak / 1e9:,.1f} GFLOP/s", flush=True)
+    rows = []
+    for name, cfg in [("dense", BENCH_DENSE), ("moe", BENCH_MOE)]:
+        tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, (BATCH, SEQ + 1))
+        n_tokens = BATCH * SEQ
+        ours = ours_step_seconds(cfg, tokens)
+        hf = hf_step_seconds(cfg, tokens)
+        flops = cfg.flops_per_token(SEQ) * n_tokens
+        row = {
+            "config": name,
+            "ours_tok_s": n_tokens / ours,
+            "hf_tok_s": n_tokens / hf,
+            "speedup_vs_hf": hf / ours,
+            "fraction_of_peak": flops / ours / peak,
+        }
+        rows.append(row)
+        print(
+            f"fwd+bwd {name:5s} batch {BATCH}x{SEQ}: ours {row['ours_tok_s']:,.0f} tok/s, HF {row['hf_tok_s']:,.0f} "
+            f"tok/s, ratio {row['speedup_vs_hf']:.2f}x, {flops / ours / 1e9:,.1f} GFLOP/s = "
+            f"{row['fraction_of_peak']:.0%} of matmul peak",
+            flush=True,
+        )
+    return rows

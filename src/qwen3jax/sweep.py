@@ -1,0 +1,70 @@
+"""Run an experiment's `sweep()` overrides one after another, each in its own run directory, then print a table of
+final metrics: `python -m qwen3jax.sweep --config=experiments/pretrain_s1.py [--workdir=runs/NAME_sweep]`."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment file[:variant]", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "parent directory of the sweep's runs (default: runs/<name>_sweep)")
+
+
+def load_sweep(config_path: str):
+    path = pathlib.Path(config_path.split(":")[0])
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "sweep"):
+        raise ValueError(f"{path} defines no sweep()")
+    return module.sweep()
+
+
+def apply_overrides(config, overrides: dict) -> None:
+    """Dotted keys into the locked config; a mistyped key raises the ConfigDict's 'Did you mean' error."""
+    for key, value in overrides.items():
+        *parents, last = key.split(".")
+        target = config
+        for part in parents:
+            target = getattr(target, part)
+        setattr(target, last, value)
+
+
+def run_name(overrides: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in overrides.items()).replace("/", "_")
+
+
+def main(argv) -> None:
+    del argv
+    from qwen3jax.train.loop import Trainer
+
+    base = _CONFIG.value
+    sweep = load_sweep(flags.FLAGS["config"].config_filename)
+    parent = pathlib.Path(_WORKDIR.value or f"runs/{base.name}_sweep")
+    results = []
+    for i, overrides in enumerate(sweep):
+        config = base.copy_and_resolve_references()
+        apply_overrides(config, overrides)  # all overrides are checked before any run starts
+        results.append((overrides, config))
+    rows = []
+    for i, (overrides, config) in enumerate(results):
+        print(f"== sweep run {i + 1}/{len(results)}: {overrides}", flush=True)
+        final = Trainer(config, parent / run_name(overrides)).run()
+        rows.append((run_name(overrides), final.get("train/loss", float("nan")), final.get("eval/loss", float("nan"))))
+    width = max(len(name) for name, _, _ in rows)
+    print(f"\n{'run':<{width}}  {'train loss':>10}  {'eval loss':>10}")
+    for name, train_loss, eval_loss in sorted(rows, key=lambda r: r[2]):
+        print(f"{name:<{width}}  {train_loss:>10.4f}  {eval_loss:>10.4f}")
+
+
+if __name__ == "__main__":
+    flags.mark_flag_as_required("config")
+    try:
+        app.run(main)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,92 @@
+"""Full train step (AdamW) throughput vs HF transformers + torch AdamW on the model-bench config, same run; and the
+compile time of the step at 48 layers vs 4 layers (scan over depth keeps it flat)."""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from experiments import pretrain_s1
+from qwen3jax.model import ModelConfig, Qwen3
+from qwen3jax.model.bench import BATCH, BENCH_DENSE, BENCH_MOE, SEQ, hf_loss, hf_model, matmul_peak_flops, timed
+from qwen3jax.train.losses import LOSSES
+from qwen3jax.train.optim import make_optimizer
+from qwen3jax.train.step import TrainState, train_step
+
+
+def _state_and_step(cfg: ModelConfig):
+    optim = pretrain_s1.get_config("tiny").optim
+    graphdef, params = nnx.split(Qwen3(cfg, rngs=nnx.Rngs(0)), nnx.Param)
+    tx, _ = make_optimizer(optim, params, total_steps=1000)
+    params = nnx.to_pure_dict(params)
+    state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), jax.random.key(0), graphdef, tx)
+    step = jax.jit(functools.partial(train_step, loss_fn=LOSSES.get("pretrain")()), donate_argnums=0)
+    return state, step
+
+
+def _batch(tokens: np.ndarray) -> dict:
+    t = jnp.asarray(tokens, jnp.int32)
+    ones = jnp.ones_like(t)
+    return {"tokens": t, "segment_ids": ones, "positions": jnp.broadcast_to(jnp.arange(t.shape[1]), t.shape),
+            "loss_mask": ones}  # fmt: skip
+
+
+def ours_train_seconds(cfg: ModelConfig, tokens: np.ndarray) -> float:
+    state, step = _state_and_step(cfg)
+    batch = _batch(tokens)
+    holder = [state]
+
+    def run():
+        holder[0], metrics = step(holder[0], batch)
+        jax.block_until_ready(metrics)
+
+    return timed(run)
+
+
+def hf_train_seconds(cfg: ModelConfig, tokens: np.ndarray) -> float:
+    import torch
+
+    model = hf_model(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
+    toks = torch.as_tensor(tokens, dtype=torch.long)
+
+    def run():
+        opt.zero_grad(set_to_none=True)
+        hf_loss(model, toks).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+    return timed(run)
+
+
+def compile_seconds(cfg: ModelConfig) -> float:
+    state, step = _state_and_step(cfg)
+    batch = _batch(np.zeros((2, 64), np.int32))
+    start = time.perf_counter()
+    step.lower(state, batch).compile()
+    return time.perf_counter() - start
+
+
+def run() -> list[dict]:
+    peak = matmul_peak_flops()
+    print(f"fp32 matmul peak (XLA, 2048^3): {peak / 1e9:,.1f} GFLOP/s", flush=True)
+    rows = []
+    for name, cfg in [("dense", BENCH_DENSE), ("moe", BENCH_MOE)]:
+        tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, (BATCH, SEQ))
+        n_tokens = BATCH * (SEQ - 1)  # the step predicts SEQ-1 positions per row
+        ours, hf = ours_train_seconds(cfg, tokens), hf_train_seconds(cfg, tokens)
+        frac = cfg.flops_per_token(SEQ) * BATCH * SEQ / ours / peak
+        rows.append({"config": name, "ours_tok_s": n_tokens / ours, "hf_tok_s": n_tokens / hf, "ratio": hf / ours,
+                     "fraction_of_peak": frac})  # fmt: skip
+        print(f"train step {name:5s} batch {BATCH}x{SEQ}: ours {n_tokens / ours:,.0f} tok/s, HF+torch AdamW "
+              f"{n_tokens / hf:,.0f} tok/s, ratio {hf / ours:.2f}x, {frac:.0%} of matmul peak", flush=True)  # fmt: skip
+    shallow = compile_seconds(BENCH_DENSE.replace(num_layers=4))
+    deep = compile_seconds(BENCH_DENSE.replace(num_layers=48))
+    print(f"train step compile: 4 layers {shallow:.1f}s, 48 layers {deep:.1f}s, ratio {deep / shallow:.2f}", flush=True)
+    rows.append({"config": "compile", "layers4_s": shallow, "layers48_s": deep, "ratio": deep / shallow})
+    return rows
