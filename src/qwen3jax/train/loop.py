@@ -175,6 +175,8 @@ class Trainer:
         window_start, window_steps, run_start, start_step = time.perf_counter(), 0, time.perf_counter(), step
         try:
             with jax.set_mesh(self.mesh):
+                if step == 0 and c.eval.every:  # the starting point of the eval curve
+                    self.evaluate(state, 0, writer)
                 while step < c.steps:
                     state, metrics = step_fn(state, self.to_global(next(data)))
                     step += 1
