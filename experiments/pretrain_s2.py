@@ -12,10 +12,11 @@ def get_config(arg: str = ""):
     config = pretrain_config("pretrain_s2", variant, reason)
     config.data = s2_config()
     config.init_from = "runs/pretrain_s1"  # the default run directory of stage 1
-    config.steps = 100 if variant == "tiny" else 20_000
-    # Accelerated decay: no re-warmup from S1's end, cosine to 1% within the first half of the stage, then hold.
-    config.optim.warmup_steps = 5 if variant == "tiny" else 200
+    config.steps = 100 if variant.startswith("tiny") else 20_000
+    # Accelerated decay: a short warmup (fresh Adam moments) to a third of S1's peak, then cosine to 1% within the
+    # first half of the stage and hold. decay_steps follows --config.steps (a reference, not a copied number).
+    config.optim.warmup_steps = 5 if variant.startswith("tiny") else 200
     config.optim.peak_lr = config.optim.peak_lr / 3
-    config.optim.decay_steps = config.steps // 2
+    config.optim.decay_steps = config.get_ref("steps") // 2
     config.optim.end_lr_ratio = 0.01
     return config

@@ -9,15 +9,15 @@ FULL_SIZE_DEFAULT = "qwen3_0_6b"
 
 def get_config(arg: str = ""):
     variant, reason = choose_variant(arg, FULL_SIZE_DEFAULT)
-    tiny = variant == "tiny"
+    tiny = variant.startswith("tiny")
     config = pretrain_config("pretrain_s3", variant, reason)
     config.data = s3_config()
     config.init_from = "runs/pretrain_s2"
     config.model.rope_theta = 1_000_000.0  # ABF
     config.seq_len = config.seq_len * 4 if tiny else 32_768
     config.global_batch = 4 if tiny else 64
+    config.micro_batches = 1 if tiny else 16
     config.steps = 60 if tiny else 5_000
-    config.model.remat = "none" if tiny else "full"
     config.optim.warmup_steps = 5 if tiny else 100
     config.optim.peak_lr = config.optim.peak_lr / 10
     config.eval.every = 30 if tiny else 500

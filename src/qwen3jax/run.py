@@ -18,13 +18,24 @@ def main(argv) -> None:
 
     config = _CONFIG.value
     print(f"experiment {config.name}: variant {config.variant!r} ({config.variant_reason})", flush=True)
+    try:  # configuration problems are reported in one line; errors inside training keep their traceback
+        trainer = Trainer(config, _WORKDIR.value or f"runs/{config.name}")
+    except (RunStopped, ValueError, KeyError) as e:
+        fail(e)
     try:
-        Trainer(config, _WORKDIR.value or f"runs/{config.name}").run()
-    except (RunStopped, FileNotFoundError, ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        trainer.run()
+    except (RunStopped, FileNotFoundError) as e:
+        fail(e)
+
+
+def fail(error: BaseException) -> None:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == "__main__":
     flags.mark_flag_as_required("config")
-    app.run(main)
+    try:
+        app.run(main)
+    except (KeyError, ValueError) as e:  # raised by the experiment's get_config while flags are parsed
+        fail(e)

@@ -19,19 +19,22 @@ def load_sweep(config_path: str):
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    if not hasattr(module, "sweep"):
-        raise ValueError(f"{path} defines no sweep()")
+    if not hasattr(module, "sweep") or not module.sweep():
+        raise ValueError(f"{path} defines no sweep() (or it returned no runs)")
     return module.sweep()
 
 
 def apply_overrides(config, overrides: dict) -> None:
-    """Dotted keys into the locked config; a mistyped key raises the ConfigDict's 'Did you mean' error."""
+    """Dotted keys into the locked config; a mistyped key is reported with the ConfigDict's 'Did you mean'."""
     for key, value in overrides.items():
         *parents, last = key.split(".")
         target = config
-        for part in parents:
-            target = getattr(target, part)
-        setattr(target, last, value)
+        try:
+            for part in parents:
+                target = getattr(target, part)
+            setattr(target, last, value)
+        except (AttributeError, TypeError) as e:
+            raise ValueError(f"sweep override {key}={value!r}: {e}") from None
 
 
 def run_name(overrides: dict) -> str:
@@ -40,7 +43,7 @@ def run_name(overrides: dict) -> str:
 
 def main(argv) -> None:
     del argv
-    from qwen3jax.train.loop import Trainer
+    from qwen3jax.train.loop import RunStopped, Trainer
 
     base = _CONFIG.value
     sweep = load_sweep(flags.FLAGS["config"].config_filename)
@@ -53,11 +56,19 @@ def main(argv) -> None:
     rows = []
     for i, (overrides, config) in enumerate(results):
         print(f"== sweep run {i + 1}/{len(results)}: {overrides}", flush=True)
-        final = Trainer(config, parent / run_name(overrides)).run()
+        trainer = Trainer(config, parent / run_name(overrides))
+        try:
+            final = trainer.run()
+        except RunStopped as e:  # e.g. a learning rate that diverges: a result of the sweep, not its end
+            print(f"run stopped: {e}", flush=True)
+            final = {}
+        if trainer.stopped_by_signal:
+            print("sweep interrupted; rerun the same command to resume", flush=True)
+            break
         rows.append((run_name(overrides), final.get("train/loss", float("nan")), final.get("eval/loss", float("nan"))))
-    width = max(len(name) for name, _, _ in rows)
+    width = max(len(name) for name, _, _ in rows) if rows else 3
     print(f"\n{'run':<{width}}  {'train loss':>10}  {'eval loss':>10}")
-    for name, train_loss, eval_loss in sorted(rows, key=lambda r: r[2]):
+    for name, train_loss, eval_loss in sorted(rows, key=lambda r: (r[2] != r[2], r[2])):  # NaN (failed) last
         print(f"{name:<{width}}  {train_loss:>10.4f}  {eval_loss:>10.4f}")
 
 

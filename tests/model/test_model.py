@@ -30,7 +30,7 @@ def test_positions_restart_per_document():
 
 
 @pytest.mark.parametrize("cfg", [DENSE, MOE], ids=["dense", "moe"])
-@pytest.mark.parametrize("policy", ["full", "dots", "minimal"])
+@pytest.mark.parametrize("policy", ["full", "dots", "dots_no_batch"])
 def test_remat_matches_no_remat(cfg, policy):
     toks = tokens(cfg, (2, 12))
     ref_value, ref_grads = loss_and_grads(build(cfg), toks)

@@ -62,7 +62,7 @@ def test_stages_chain_from_previous_run_directories(tmp_path, monkeypatch):
         c.model.update({k: s1.model[k] for k in ("vocab_size", "hidden_size", "intermediate_size", "num_layers",
                                                   "num_heads", "num_kv_heads", "head_dim")})  # fmt: skip
         c.data.vocab_size = 512
-        c.seq_len, c.global_batch, c.steps, c.samples.num, c.eval.batches = c.seq_len // 8, 4, steps, 0, 1
+        c.seq_len, c.global_batch, c.steps, c.samples.num, c.eval.batches = c.seq_len // 8, 8, steps, 0, 1
         out = Trainer(c, f"runs/{c.name}").run()
         assert out["eval/loss"] > 0
     log = json.loads((tmp_path / "runs/pretrain_s3/config.json").read_text())

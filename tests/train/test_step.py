@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from qwen3jax.model import load_balance_loss
-from qwen3jax.parallel import make_mesh
 from qwen3jax.train.loop import Trainer
 
 from .helpers import tiny_config
@@ -29,11 +28,10 @@ def _batches(cfg, n, seed=0):
     return out
 
 
-def _trainer(tmp_path, mesh=None, **overrides):
-    trainer = Trainer(tiny_config(**overrides), tmp_path / "run")
-    if mesh is not None:
-        trainer.mesh = make_mesh(mesh, devices=jax.devices()[: int(np.prod(list(mesh.values())))])
-    return trainer
+def _trainer(tmp_path, mesh, **overrides):
+    config = tiny_config(**overrides)
+    config.mesh.update({"data": 1, **mesh})
+    return Trainer(config, tmp_path / "run", devices=jax.devices()[: int(np.prod(list(mesh.values())))])
 
 
 def _trajectory(trainer, batches):
@@ -76,7 +74,7 @@ def test_sharded_trajectory_matches_single_device(tmp_path, mesh, moe):
 
 @pytest.mark.parametrize("micro_batches", [1, 2, 4])
 def test_global_balance_loss_is_the_whole_batch_formula(tmp_path, micro_batches):
-    trainer = _trainer(tmp_path, {"data": 2, "expert": 4}, moe=True, micro_batches=micro_batches)
+    trainer = _trainer(tmp_path, {"data": 2, "expert": 4}, moe=True, micro_batches=micro_batches, global_batch=32)
     batch = _batches(trainer.config, 1)[0]
     state = trainer.init_state()
     with jax.set_mesh(trainer.mesh):

@@ -53,7 +53,7 @@ class ModelConfig:
     norm_topk_prob: bool = True  # renormalise the top-k router probabilities to sum to 1
     decoder_sparse_step: int = 1  # layer i is MoE when (i + 1) % step == 0 ...
     mlp_only_layers: tuple[int, ...] = ()  # ... and i is not listed here
-    moe_kernel: str = "sorted"  # dispatch kernel, see model/moe.py KERNELS: naive | sorted | ragged | megablox
+    moe_kernel: str = "sorted"  # dispatch kernel (model/moe.py): naive | sorted | ragged | megablox
     moe_block_size: int = 64  # rows per block of the sorted kernel (padding waste vs. gather count)
     # Numerics and compilation.
     param_dtype: str = "float32"  # storage dtype of the weights
@@ -77,6 +77,11 @@ class ModelConfig:
                 problems.append("decoder_sparse_step must be >= 1")
         if bad := [i for i in self.mlp_only_layers if not 0 <= i < self.num_layers]:
             problems.append(f"mlp_only_layers {bad} are outside [0, {self.num_layers})")
+        for field in ("param_dtype", "dtype"):
+            if getattr(self, field) not in ("float32", "bfloat16", "float16"):
+                problems.append(f"{field}={getattr(self, field)!r} is not one of float32, bfloat16, float16")
+        if self.moe_block_size < 1:
+            problems.append(f"moe_block_size must be >= 1, got {self.moe_block_size}")
         if self.remat not in _REMAT_NAMES:
             problems.append(f"remat={self.remat!r} is not one of {sorted(_REMAT_NAMES)}")
         if self.moe_kernel not in _MOE_KERNEL_NAMES:
@@ -175,7 +180,7 @@ class ModelConfig:
         return 3.0 * (2.0 * matmul_params + attention)
 
 
-_REMAT_NAMES = {"none", "full", "dots", "dots_no_batch", "minimal"}
+_REMAT_NAMES = {"none", "full", "dots", "dots_no_batch"}
 _MOE_KERNEL_NAMES = {"naive", "sorted", "ragged", "megablox"}
 
 

@@ -37,9 +37,9 @@ class RMSNorm(nnx.Module):
         return normed.astype(self.dtype) * self.weight[...].astype(self.dtype)
 
 
-def rope_frequencies(cfg: ModelConfig, theta: float | None = None) -> tuple[np.ndarray, float]:
+def rope_frequencies(cfg: ModelConfig) -> tuple[np.ndarray, float]:
     """Inverse frequencies [head_dim/2] and the cos/sin scale (1 unless YaRN), in float64 for accuracy."""
-    dim, base = cfg.head_dim, theta if theta is not None else cfg.rope_theta
+    dim, base = cfg.head_dim, cfg.rope_theta
     pos_freqs = base ** (np.arange(0, dim, 2, dtype=np.float64) / dim)
     if cfg.rope_scaling is None:
         return 1.0 / pos_freqs, 1.0

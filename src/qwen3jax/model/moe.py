@@ -125,7 +125,10 @@ def ragged_kernel(x_SD, expert_SK, weight_SK, w_gate_EDF, w_up_EDF, w_down_EFD):
 def megablox_kernel(x_SD, expert_SK, weight_SK, w_gate_EDF, w_up_EDF, w_down_EFD):
     from jax.experimental.pallas.ops.tpu.megablox import ops as megablox  # TPU-only kernels; import on use
 
-    interpret = jax.default_backend() != "tpu"
+    backend = jax.default_backend()
+    if backend not in ("tpu", "cpu"):
+        raise ValueError(f"moe_kernel='megablox' is a TPU kernel (interpreted on CPU for tests); on {backend} use 'ragged'")
+    interpret = backend == "cpu"
     sort = _sort_slots(expert_SK, w_gate_EDF.shape[0])
     num_slots = expert_SK.size
     # gmm tiles rows by 128 (or fewer): pad the sorted rows; padding rows belong to no group and stay zero.

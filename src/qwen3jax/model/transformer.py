@@ -23,8 +23,7 @@ from qwen3jax.parallel.rules import constrain
 REMAT_POLICIES = {
     "full": jax.checkpoint_policies.nothing_saveable,  # recompute the whole layer: least memory
     "dots": jax.checkpoint_policies.checkpoint_dots,  # keep every matmul output
-    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,  # keep projections, not attention
-    "minimal": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep projections, not attention
 }
 
 

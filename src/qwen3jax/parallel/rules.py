@@ -41,7 +41,6 @@ DEFAULT_RULES: Rules = (
     ("act_kv_heads", ("tensor",)),
     ("act_mlp", ("tensor",)),
     ("act_vocab", ("tensor",)),
-    ("act_experts", ("expert",)),
     ("tokens", ("data", "fsdp", "expert")),  # flattened batch*seq inside the MoE layer
 )
 

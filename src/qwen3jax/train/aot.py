@@ -1,6 +1,7 @@
 """Ahead-of-time compilation of an experiment's train step from shapes alone (no weights are allocated), so that
-shape and sharding bugs of pod-size configs surface on a laptop or in CI: `python -m qwen3jax.train.aot
---config=experiments/pretrain_s1.py:qwen3_0_6b --mesh fsdp=8` (with XLA's host-device count set to the mesh size)."""
+shape and sharding bugs of pod-size configs surface on a laptop or in CI (tests/train/test_aot.py): build a
+`Trainer` for the config on a simulated CPU mesh (XLA_FLAGS=--xla_force_host_platform_device_count=N) and call
+`compile_train_step(trainer)`."""
 
 from __future__ import annotations
 

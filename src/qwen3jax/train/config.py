@@ -30,15 +30,19 @@ def pretrain_config(stage: str, variant: str, reason: str) -> ml_collections.Con
     c.name = stage
     c.variant = variant
     c.variant_reason = reason
-    tiny = variant == TINY
+    tiny = variant.startswith(TINY)  # the CPU-scale presets (tiny, tiny_moe)
     model = ModelConfig.from_preset(variant, rope_theta=10_000.0)  # S1/S2 use base 10k; S3 raises it (ABF)
+    if not tiny:  # accelerators: fp32 weights, bf16 compute, recompute each layer in the backward pass
+        model = model.replace(dtype="bfloat16", remat="full", moe_kernel="ragged" if model.is_moe else model.moe_kernel)
     c.model = ml_collections.ConfigDict(model.to_dict())
     c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "expert": 1, "context": 1, "tensor": 1})
-    if not tiny:  # pods: shard weights (ZeRO-3) across every device, experts over an expert axis for MoE
+    if not tiny:  # pods: shard weights (ZeRO-3) over every device; MoE experts additionally over an expert axis
         c.mesh.data, c.mesh.fsdp = 1, -1
+        if model.is_moe:
+            c.mesh.expert = 8
     c.seq_len = 256 if tiny else 4096
     c.global_batch = 16 if tiny else 512
-    c.micro_batches = 1
+    c.micro_batches = 1 if tiny else 8  # 64 sequences of 4K per micro-batch
     c.steps = 200 if tiny else 100_000
     c.seed = 0
     c.init_from = ""  # checkpoint step dir, checkpoints dir or run dir to take the weights from

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import pathlib
 import signal
 import time
@@ -33,8 +34,9 @@ from qwen3jax.train.optim import make_optimizer, opt_state_shardings
 from qwen3jax.train.step import TrainState, train_step
 
 # Dense bf16 peak FLOP/s per device, for the MFU estimate (device_kind substring → FLOP/s).
-_PEAK_FLOPS = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12, "TPU v6": 918e12,
-               "H100": 989e12, "H200": 989e12, "A100": 312e12}  # fmt: skip
+# First match wins: "TPU v5 lite" (v5e) must come before "TPU v5" (v5p).
+_PEAK_FLOPS = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5": 459e12, "TPU v6": 918e12,
+               "H100": 989e12, "H200": 989e12, "B200": 2250e12, "A100": 312e12}  # fmt: skip
 
 
 class RunStopped(RuntimeError):
@@ -59,20 +61,31 @@ def peak_flops_per_device(override: float) -> float:
     return 3 * 2 * n**3 / (time.perf_counter() - start)
 
 
-def _config_snapshot(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
-    """Write config.json; refuse to continue a run directory that holds a run with another config."""
+# Settings that do not change what is computed: a run may be resumed with different values of these.
+_RESUMABLE_KEYS = ("variant_reason", "log_every", "eval", "checkpoint", "samples", "hardware")
+
+
+def _config_snapshot(workdir: pathlib.Path, config: ml_collections.ConfigDict, *, write: bool) -> None:
+    """Write config.json; refuse to continue a run (a directory with checkpoints) that was made with another config.
+    Without checkpoints nothing of the earlier attempt is worth keeping, so its config.json is replaced."""
     path = workdir / "config.json"
     current = json.loads(config.to_json_best_effort(sort_keys=True))
-    if path.exists():
+    if path.exists() and (workdir / "checkpoints").is_dir() and any((workdir / "checkpoints").iterdir()):
         saved = json.loads(path.read_text())
-        diff = sorted(_diff_keys(saved, current))
+        diff = sorted(k for k in _diff_keys(saved, current) if not k.startswith(_RESUMABLE_KEYS))
         if diff:
             raise RunStopped(
                 f"{workdir} holds a run with a different config (differs at: {', '.join(diff[:8])}). Resume it with "
                 f"the same settings, or pass another WORKDIR / --workdir; nothing was changed."
             )
-        return
-    path.write_text(json.dumps(current, indent=2, sort_keys=True))
+    if write:
+        path.write_text(json.dumps(current, indent=2, sort_keys=True))
+
+
+def _lookup(config: ml_collections.ConfigDict, dotted: str):
+    for part in dotted.split("."):
+        config = config[part]
+    return config
 
 
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -82,24 +95,37 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 class Trainer:
-    def __init__(self, config: ml_collections.ConfigDict, workdir: str | pathlib.Path):
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str | pathlib.Path, devices=None):
+        """`devices`: the devices of the mesh (default: all), e.g. one device for a single-device reference run."""
         self.config = config
         self.workdir = pathlib.Path(workdir)
         self.primary = jax.process_index() == 0
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        _config_snapshot(self.workdir, config)
-        if config.global_batch % (config.micro_batches * jax.process_count()):
+        self.stopped_by_signal = False
+        for key in ("steps", "log_every", "checkpoint.every", "micro_batches", "global_batch", "seq_len"):
+            if _lookup(config, key) < 1:
+                raise ValueError(f"config.{key} must be >= 1, got {_lookup(config, key)}")
+        self.mesh = make_mesh(dict(config.mesh), devices)
+        batch_shards = math.prod(self.mesh.shape[a] for a in ("data", "fsdp", "expert"))
+        per_micro = config.global_batch // config.micro_batches
+        if config.global_batch % config.micro_batches or per_micro % batch_shards:
             raise ValueError(
-                f"global_batch={config.global_batch} must be divisible by micro_batches={config.micro_batches} × "
-                f"processes={jax.process_count()}"
+                f"global_batch={config.global_batch} / micro_batches={config.micro_batches} must be a multiple of the "
+                f"{batch_shards} batch shards of the mesh (data × fsdp × expert), or every device would compute "
+                f"the whole batch"
             )
-        self.mesh = make_mesh(dict(config.mesh))
+        if config.global_batch % jax.process_count():
+            raise ValueError(f"global_batch={config.global_batch} must split evenly over {jax.process_count()} processes")
         self.model_cfg = ModelConfig.from_dict(config.model.to_dict())
         loss_cfg = dict(config.loss)
         self.loss_fn = LOSSES.get(loss_cfg.pop("name"))(**loss_cfg)
+        self._check_vocab()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        _config_snapshot(self.workdir, config, write=self.primary)
         self.tokens_per_step = config.global_batch * config.seq_len
         self.flops_per_step = self.model_cfg.flops_per_token(config.seq_len) * self.tokens_per_step
-        self.peak_flops = peak_flops_per_device(config.hardware.peak_flops) * jax.device_count()
+        # Simulated CPU devices share the host's cores: the measured peak is already the whole machine's.
+        cpu = jax.devices()[0].platform == "cpu"
+        self.peak_flops = peak_flops_per_device(config.hardware.peak_flops) * (1 if cpu else jax.device_count())
         self.log(f"model: {describe(self.model_cfg)}")
         self.log(f"mesh: {dict(self.mesh.shape)} over {jax.device_count()} {jax.devices()[0].platform} device(s)")
 
@@ -160,12 +186,15 @@ class Trainer:
         ckpt = Checkpointer(self.workdir, keep=c.checkpoint.keep, async_save=c.checkpoint.async_save)
         if ckpt.latest_step() is not None:
             state = ckpt.restore(state, data)
+            if self.primary:  # rows logged after that checkpoint will be logged again
+                truncate_metrics(self.workdir / "metrics.jsonl", after_step=int(state.step))
             self.log(f"resumed from {ckpt.directory / str(ckpt.latest_step())}")
         elif c.init_from:
             state = state.replace(params=load_params(c.init_from, state.params))
             self.log(f"initialised weights from {c.init_from}")
 
         step_fn = self.step_function(jax.tree.map(lambda x: x.sharding, state))
+        self.eval_step = self.eval_function(state)
         writer = MetricsWriter(self.workdir, enabled=self.primary)
         stop = _StopFlag()
         step = int(state.step)
@@ -191,18 +220,20 @@ class Trainer:
                                 f"{int(metrics['train/nonfinite_in_a_row'])} steps in a row had a non-finite loss or "
                                 f"gradient (updates were skipped); lower optim.peak_lr or check the data"
                             )
-                    if c.eval.every and (step % c.eval.every == 0 or step == c.steps):
-                        final.update(self.evaluate(state, step, writer))
-                    if step % c.checkpoint.every == 0 or step == c.steps or stop.requested:
+                    stopping = stop.agreed()
+                    if step % c.checkpoint.every == 0 or step == c.steps or stopping:
                         ckpt.save(state, data, force=True)
-                    if stop.requested:
+                    if stopping:
+                        self.stopped_by_signal = True
                         ckpt.wait()
-                        self.log(f"stopped by {stop.requested} at step {step}; checkpoint saved — rerun the same "
+                        self.log(f"stopped by {stop.requested or 'another process'} at step {step}; checkpoint saved — rerun the same "
                                  f"command to resume")  # fmt: skip
                         return final
-            ckpt.wait()
-            if step >= c.steps and c.samples.num:
-                self.write_samples(state)
+                    if c.eval.every and (step % c.eval.every == 0 or step == c.steps):
+                        final.update(self.evaluate(state, step, writer))
+                ckpt.wait()
+                if step >= c.steps and c.samples.num:
+                    self.write_samples(state)
         finally:
             stop.restore()
             ckpt.close()
@@ -229,26 +260,42 @@ class Trainer:
         )
         return metrics
 
-    def evaluate(self, state: TrainState, step: int, writer: MetricsWriter) -> dict[str, float]:
-        """Mean next-token cross-entropy on the first `eval.batches` held-out batches."""
+    def eval_function(self, state: TrainState):
+        """Jitted sum of next-token cross-entropy and token count over one held-out batch (compiled once)."""
+        c = self.config
 
-        @jax.jit
         def eval_step(params, batch):
             logits = state.model(params)(batch["tokens"], batch["positions"], batch["segment_ids"])
             targets, valid = next_token_targets(batch)
             ce, _ = token_cross_entropy(logits[:, :-1], targets)
             return jnp.sum(ce * valid), jnp.sum(valid)
 
+        param_shardings = jax.tree.map(lambda x: x.sharding, state.params)
+        return jax.jit(eval_step, in_shardings=(param_shardings, self.batch_sharding((c.global_batch, c.seq_len))))
+
+    def evaluate(self, state: TrainState, step: int, writer: MetricsWriter) -> dict[str, float]:
+        """Mean next-token cross-entropy on the first `eval.batches` held-out batches."""
         total, count = 0.0, 0.0
         for i, batch in enumerate(self.data_iterator(eval_split=True)):
             if i >= self.config.eval.batches:
                 break
-            s, n = eval_step(state.params, self.to_global(batch))
+            s, n = self.eval_step(state.params, self.to_global(batch))
             total, count = total + float(s), count + float(n)
-        result = {"eval/loss": total / max(count, 1), "eval/tokens": count}
+        if not count:
+            raise RunStopped("the eval split yielded no target tokens; check the data config's held-out sources")
+        result = {"eval/loss": total / count, "eval/tokens": count}
         writer.write(step, result)
         self.log(f"eval  step {step}: loss {result['eval/loss']:.4f} over {int(count):,} tokens")
         return result
+
+    def _check_vocab(self) -> None:
+        """Ids beyond the embedding table would silently read NaN rows: reject the pairing up front."""
+        vocab = configured_tokenizer_for(self.config).vocab_size
+        if vocab > self.model_cfg.vocab_size:
+            raise ValueError(
+                f"the tokenizer has {vocab} tokens but model.vocab_size is {self.model_cfg.vocab_size}; "
+                f"raise model.vocab_size or use a smaller tokenizer (data.vocab_size)"
+            )
 
     def write_samples(self, state: TrainState) -> None:
         """A few greedy continuations of the configured prompts, into samples.txt."""
@@ -275,15 +322,34 @@ def configured_tokenizer_for(config: ml_collections.ConfigDict):
     return configured_tokenizer(parse_data_config(config.data))
 
 
+def truncate_metrics(path: pathlib.Path, *, after_step: int) -> None:
+    if path.exists():
+        rows = [line for line in path.read_text().splitlines(keepends=True) if json.loads(line)["step"] <= after_step]
+        path.write_text("".join(rows))
+
+
 class _StopFlag:
-    """SIGTERM/SIGINT (pod preemption, Ctrl-C) ask the loop to checkpoint and exit at the next step boundary."""
+    """SIGTERM/SIGINT (pod preemption, Ctrl-C) ask the loop to checkpoint and exit at the next step boundary; a
+    second signal restores the default handler, so a hung step can still be interrupted."""
 
     def __init__(self):
         self.requested: str | None = None
         self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
 
     def _handle(self, signum, frame):
+        if self.requested:
+            self.restore()
+            signal.raise_signal(signum)
         self.requested = signal.Signals(signum).name
+
+    def agreed(self) -> bool:
+        """Whether any process was asked to stop: every host must checkpoint and leave at the same step, or the
+        others would wait in the next step's collectives forever."""
+        if jax.process_count() == 1:
+            return bool(self.requested)
+        from jax.experimental import multihost_utils
+
+        return bool(multihost_utils.process_allgather(np.array(bool(self.requested))).any())
 
     def restore(self):
         for s, handler in self._previous.items():

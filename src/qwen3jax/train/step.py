@@ -28,7 +28,8 @@ class TrainState:
 def train_step(state: TrainState, batch: dict[str, jax.Array], *, loss_fn, num_micro_batches: int = 1):
     """One update from a global batch [B, ...] split into `num_micro_batches` sequential micro-batches."""
     k = num_micro_batches
-    micro = jax.tree.map(lambda x: x.reshape(k, x.shape[0] // k, *x.shape[1:]), batch)
+    # Strided micro-batches (rows i, i+k, ...): each device's rows stay on it, no resharding of the inputs.
+    micro = jax.tree.map(lambda x: x.reshape(x.shape[0] // k, k, *x.shape[1:]).swapaxes(0, 1), batch)
     ctx = loss_fn.context(state.model, micro)
 
     def accumulate(grads, mb):
