@@ -69,8 +69,10 @@ class Attention(nnx.Module):
         self.dtype = jnp.dtype(cfg.dtype)
 
     def __call__(self, x_BTD, cos_BTh, sin_BTh, mask_BTS, kv_cache=None, cache_index=None):
-        """Attend over the current tokens, or, given `kv_cache=(k_BSKH, v_BSKH)`, write them at `cache_index` and
-        attend over the whole cache. Returns (output, updated cache or None)."""
+        """Attend over the current tokens, or, given `kv_cache=(k_LBSKH, v_LBSKH, layer)` (the whole layer group's
+        cache and this layer's index in it), write them at slot `cache_index` and attend over this layer's cache.
+        Only the new slots are written, so a decode loop that carries the cache updates it in place.
+        Returns (output, updated cache or None)."""
         dt = self.dtype
         q_BTNH = jnp.einsum("BTD,DNH->BTNH", x_BTD, self.q_proj[...].astype(dt))
         k_BTKH = jnp.einsum("BTD,DKH->BTKH", x_BTD, self.k_proj[...].astype(dt))
@@ -79,10 +81,12 @@ class Attention(nnx.Module):
         k_BTKH = constrain(apply_rope(self.k_norm(k_BTKH), cos_BTh, sin_BTh), ("batch", "seq", "act_kv_heads", None))
         v_BTKH = constrain(v_BTKH, ("batch", "seq", "act_kv_heads", None))
         if kv_cache is not None:
-            at = (0, cache_index, 0, 0)
-            k_BTKH = jax.lax.dynamic_update_slice(kv_cache[0], k_BTKH.astype(kv_cache[0].dtype), at)
-            v_BTKH = jax.lax.dynamic_update_slice(kv_cache[1], v_BTKH.astype(kv_cache[1].dtype), at)
-            kv_cache = (k_BTKH, v_BTKH)
+            k_all, v_all, layer = kv_cache
+            at = (layer, 0, cache_index, 0, 0)
+            k_all = jax.lax.dynamic_update_slice(k_all, k_BTKH[None].astype(k_all.dtype), at)
+            v_all = jax.lax.dynamic_update_slice(v_all, v_BTKH[None].astype(v_all.dtype), at)
+            k_BTKH, v_BTKH = k_all[layer], v_all[layer]  # keys are now every cached slot: S, not T
+            kv_cache = (k_all, v_all, layer)
 
         b, t, n, h = q_BTNH.shape  # keys may be longer (the cache): S
         # Query head i reads KV head i // groups: split N into (K, G) instead of repeating K and V.

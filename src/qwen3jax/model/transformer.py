@@ -63,25 +63,33 @@ class LayerStack(nnx.Module):
         self.scan_layers = cfg.scan_layers
 
     def __call__(self, x_BTD, cos, sin, mask_BTS, token_mask_BT, kv_cache=None, cache_index=None):
-        """Returns (x, (routing stats or None, updated (k, v) cache or None)), per-layer outputs stacked."""
+        """Returns (x, (routing stats stacked per layer or None, updated (k, v) cache or None)).
 
-        def run_layer(x, layer, kv):
-            return layer(x, cos, sin, mask_BTS, token_mask_BT, kv, cache_index)
+        The group's KV cache (`kv_cache=(k_LBSKH, v_LBSKH)`) travels in the loop carry with a layer counter: each
+        layer writes only its new slots, instead of the scan re-emitting the whole cache as a per-layer output."""
+
+        def run_layer(carry, layer):
+            x, kv = carry
+            x, (stats, kv) = layer(x, cos, sin, mask_BTS, token_mask_BT, kv, cache_index)
+            if kv is not None:
+                kv = (kv[0], kv[1], kv[2] + 1)
+            return (x, kv), stats
 
         if self.remat != "none":
             run_layer = nnx.remat(run_layer, policy=REMAT_POLICIES[self.remat], prevent_cse=not self.scan_layers)
+        carry = (x_BTD, None if kv_cache is None else (*kv_cache, jnp.zeros((), jnp.int32)))
 
         if self.scan_layers:
-            scanned = nnx.scan(run_layer, in_axes=(nnx.Carry, 0, 0), out_axes=(nnx.Carry, 0), length=self.count)
-            return scanned(x_BTD, self.layers, kv_cache)
-        # Unrolled: the same stacked parameters, sliced per layer (compile time grows with depth).
-        graphdef, state = nnx.split(self.layers)
-        outputs = []
-        for i in range(self.count):
-            layer = nnx.merge(graphdef, jax.tree.map(lambda a: a[i], state))
-            x_BTD, out = run_layer(x_BTD, layer, jax.tree.map(lambda a: a[i], kv_cache))
-            outputs.append(out)
-        return x_BTD, jax.tree.map(lambda *per_layer: jnp.stack(per_layer), *outputs)
+            scanned = nnx.scan(run_layer, in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 0), length=self.count)
+            (x_BTD, kv), stats = scanned(carry, self.layers)
+        else:  # unrolled: the same stacked parameters, sliced per layer (compile time grows with depth)
+            graphdef, state = nnx.split(self.layers)
+            per_layer = []
+            for i in range(self.count):
+                carry, stats = run_layer(carry, nnx.merge(graphdef, jax.tree.map(lambda a: a[i], state)))
+                per_layer.append(stats)
+            (x_BTD, kv), stats = carry, jax.tree.map(lambda *s: jnp.stack(s), *per_layer)
+        return x_BTD, (stats, None if kv is None else kv[:2])
 
 
 def positions_from_segments(segment_ids_BT: jax.Array) -> jax.Array:
