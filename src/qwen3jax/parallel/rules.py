@@ -7,10 +7,8 @@ dimension of the same array already uses it, so tiny models on large meshes repl
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import jax
 from flax import nnx
@@ -44,27 +42,11 @@ DEFAULT_RULES: Rules = (
     ("tokens", ("data", "fsdp", "expert")),  # flattened batch*seq inside the MoE layer
 )
 
-_rules_var: contextvars.ContextVar[Rules] = contextvars.ContextVar("qwen3jax_axis_rules", default=DEFAULT_RULES)
-
-
-@contextlib.contextmanager
-def axis_rules(rules: Rules) -> Iterator[None]:
-    """Override the rules table within a block (e.g. an ablation that shards the batch over `data` only)."""
-    known = {name for name, _ in DEFAULT_RULES}
-    if unknown := [name for name, _ in rules if name not in known]:
-        raise ValueError(f"unknown logical axes in rules: {unknown}; known: {sorted(known)}")
-    token = _rules_var.set(tuple(rules))
-    try:
-        yield
-    finally:
-        _rules_var.reset(token)
-
-
 def logical_to_spec(axes: Sequence[str | None], shape: Sequence[int], mesh_shape: dict[str, int]) -> PartitionSpec:
     """Map one array's logical axes to a PartitionSpec on a mesh with the given axis sizes."""
     if len(axes) != len(shape):
         raise ValueError(f"logical axes {tuple(axes)} do not match an array of rank {len(shape)}")
-    table = dict(_rules_var.get())
+    table = dict(DEFAULT_RULES)
     used: set[str] = set()
     spec = []
     for name, size in zip(axes, shape):

@@ -29,7 +29,7 @@ from qwen3jax.parallel import make_mesh
 from qwen3jax.parallel.rules import logical_to_spec
 from qwen3jax.train.checkpoint import Checkpointer, load_params
 from qwen3jax.train.losses import LOSSES, next_token_targets, token_cross_entropy
-from qwen3jax.train.metrics import MetricsWriter, format_duration, plot_curves
+from qwen3jax.train.metrics import MetricsWriter, format_duration, plot_curves, truncate_metrics
 from qwen3jax.train.optim import make_optimizer, opt_state_shardings
 from qwen3jax.train.step import TrainState, train_step
 
@@ -320,12 +320,6 @@ def configured_tokenizer_for(config: ml_collections.ConfigDict):
     from qwen3jax.data.config import parse_data_config
 
     return configured_tokenizer(parse_data_config(config.data))
-
-
-def truncate_metrics(path: pathlib.Path, *, after_step: int) -> None:
-    if path.exists():
-        rows = [line for line in path.read_text().splitlines(keepends=True) if json.loads(line)["step"] <= after_step]
-        path.write_text("".join(rows))
 
 
 class _StopFlag:

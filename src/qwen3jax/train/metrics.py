@@ -42,6 +42,13 @@ def read_metrics(path: pathlib.Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def truncate_metrics(path: pathlib.Path, *, after_step: int) -> None:
+    """Drop rows logged after `after_step` (a resumed run logs those steps again)."""
+    rows = [row for row in read_metrics(path) if row["step"] <= after_step]
+    if path.exists():
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
 def plot_curves(workdir: pathlib.Path, keys=("train/loss", "eval/loss", "train/lr", "train/grad_norm")) -> pathlib.Path:
     """Write `curves.png`: one panel per metric over steps (a resumed run's rows are all in metrics.jsonl)."""
     import matplotlib
