@@ -1,4 +1,5 @@
-"""Model-level equivalences: packed == separate, remat == none, scan == unrolled; routing statistics; presets."""
+"""Model-level equivalences: packed == separate, remat == none, scan == unrolled, blocked == unblocked attention,
+unstacked == stacked layers; routing statistics; presets."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +7,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from qwen3jax.model import MODEL_CARD_PARAMS, ModelConfig, Qwen3, load_balance_loss
+from qwen3jax.model import MODEL_CARD_PARAMS, ModelConfig, Qwen3, load_balance_loss, unstack_layers
+from qwen3jax.model.attention import MAX_QUERY_BLOCKS, causal_blocks
 from qwen3jax.model.transformer import positions_from_segments
 
 from .helpers import DENSE, MOE, build, forward, loss_and_grads, tokens
@@ -46,6 +48,32 @@ def test_scan_matches_unrolled(cfg):
     value, grads = loss_and_grads(build(cfg.replace(scan_layers=False)), toks)
     np.testing.assert_allclose(value, ref_value, rtol=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads, ref_grads)
+
+
+@pytest.mark.parametrize("cfg", [DENSE, MOE], ids=["dense", "moe"])
+def test_blocked_causal_attention_matches_unblocked(cfg):
+    # 14 tokens in blocks of 4 (the last one ragged), two packed documents and padding: every mask case crosses blocks.
+    toks = tokens(cfg, (2, 14))
+    segments = jnp.array([[1] * 6 + [2] * 6 + [0] * 2, [1] * 14])
+    ref_value, ref_grads = loss_and_grads(build(cfg.replace(attention_block_size=0)), toks, segment_ids=segments)
+    value, grads = loss_and_grads(build(cfg.replace(attention_block_size=4)), toks, segment_ids=segments)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads, ref_grads)
+
+
+def test_causal_blocks_cover_the_sequence_and_cap_their_number():
+    assert causal_blocks(14, 4) == [(0, 4), (4, 8), (8, 12), (12, 14)]
+    assert causal_blocks(100, 128) == causal_blocks(100, 0) == [(0, 100)]
+    long = causal_blocks(32768, 128)
+    assert len(long) == MAX_QUERY_BLOCKS and long[0] == (0, 2048) and long[-1][1] == 32768
+
+
+def test_unstacked_layers_match_stacked():
+    model = build(DENSE)
+    toks = tokens(DENSE, (2, 9))
+    np.testing.assert_array_equal(
+        nnx.jit(lambda m, t: unstack_layers(m)(t))(model, toks), forward(model, toks)
+    )
 
 
 def test_layer_groups_follow_hf_sparsity_rule():

@@ -24,7 +24,9 @@ class CheckpointError(ValueError):
 
 
 # Fields that change how weights are stored or run, never which weights exist; a loader may override these.
-RUNTIME_FIELDS = ("param_dtype", "dtype", "remat", "scan_layers", "moe_kernel", "moe_block_size")
+RUNTIME_FIELDS = (
+    "param_dtype", "dtype", "remat", "scan_layers", "attention_block_size", "moe_kernel", "moe_block_size"
+)
 
 
 def apply_overrides(cfg: ModelConfig, overrides: dict[str, Any]) -> ModelConfig:

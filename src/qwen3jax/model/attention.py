@@ -25,6 +25,23 @@ def attention_mask(q_segment_ids_BT: jax.Array, kv_segment_ids_BS: jax.Array, q_
     return same_doc_BTS & causal_TS[None]
 
 
+# Most query blocks per attention call: caps the unrolled work (and compile time) at long sequence lengths, where
+# blocks then grow past `attention_block_size`; 16 blocks already skip 15/32 of the [T, T] logits.
+MAX_QUERY_BLOCKS = 16
+
+
+def causal_blocks(t: int, block_size: int) -> list[tuple[int, int]]:
+    """[start, end) query ranges for causal attention over t tokens without a cache.
+
+    Query rows [start, end) can only see keys before `end`, so each block attends to keys [0, end) and the fully
+    masked upper triangle is never computed: about (n + 1) / 2n of the [T, T] work for n blocks. The result is the
+    unblocked one exactly, since the skipped keys carry zero probability."""
+    if block_size <= 0 or t <= block_size:
+        return [(0, t)]
+    size = max(block_size, -(-t // MAX_QUERY_BLOCKS))
+    return [(start, min(start + size, t)) for start in range(0, t, size)]
+
+
 class KVCache(NamedTuple):
     """Decode state: keys/values of every layer (stacked per layer group) for `max_len` slots.
 
@@ -33,7 +50,9 @@ class KVCache(NamedTuple):
     real tokens.
     """
 
-    k: tuple[jax.Array, ...]  # per layer group: [L, B, S, K, H] in the compute dtype
+    # Per layer group: [L, B, K, S, H] in the compute dtype; slots next to each other per KV head, which is the
+    # layout the attention matmuls read, so a decode step reads the cache in place instead of transposing it.
+    k: tuple[jax.Array, ...]
     v: tuple[jax.Array, ...]
     segment_ids: jax.Array  # [B, S] int32, 0 = empty or padding
     index: jax.Array  # [] int32: next slot to write
@@ -41,7 +60,7 @@ class KVCache(NamedTuple):
     @classmethod
     def init(cls, cfg: ModelConfig, batch: int, max_len: int) -> "KVCache":
         def zeros(count):
-            return jnp.zeros((count, batch, max_len, cfg.num_kv_heads, cfg.head_dim), jnp.dtype(cfg.dtype))
+            return jnp.zeros((count, batch, cfg.num_kv_heads, max_len, cfg.head_dim), jnp.dtype(cfg.dtype))
 
         counts = [count for _, count in cfg.layer_groups()]
         return cls(
@@ -67,9 +86,10 @@ class Attention(nnx.Module):
         self.num_groups = n // k
         self.scale = h**-0.5
         self.dtype = jnp.dtype(cfg.dtype)
+        self.block_size = cfg.attention_block_size
 
     def __call__(self, x_BTD, cos_BTh, sin_BTh, mask_BTS, kv_cache=None, cache_index=None):
-        """Attend over the current tokens, or, given `kv_cache=(k_LBSKH, v_LBSKH, layer)` (the whole layer group's
+        """Attend over the current tokens, or, given `kv_cache=(k_LBKSH, v_LBKSH, layer)` (the whole layer group's
         cache and this layer's index in it), write them at slot `cache_index` and attend over this layer's cache.
         Only the new slots are written, so a decode loop that carries the cache updates it in place.
         Returns (output, updated cache or None)."""
@@ -80,22 +100,34 @@ class Attention(nnx.Module):
         q_BTNH = constrain(apply_rope(self.q_norm(q_BTNH), cos_BTh, sin_BTh), ("batch", "seq", "act_heads", None))
         k_BTKH = constrain(apply_rope(self.k_norm(k_BTKH), cos_BTh, sin_BTh), ("batch", "seq", "act_kv_heads", None))
         v_BTKH = constrain(v_BTKH, ("batch", "seq", "act_kv_heads", None))
+        k_BKSH, v_BKSH = k_BTKH.transpose(0, 2, 1, 3), v_BTKH.transpose(0, 2, 1, 3)  # the matmuls' layout
         if kv_cache is not None:
             k_all, v_all, layer = kv_cache
-            at = (layer, 0, cache_index, 0, 0)
-            k_all = jax.lax.dynamic_update_slice(k_all, k_BTKH[None].astype(k_all.dtype), at)
-            v_all = jax.lax.dynamic_update_slice(v_all, v_BTKH[None].astype(v_all.dtype), at)
-            k_BTKH, v_BTKH = k_all[layer], v_all[layer]  # keys are now every cached slot: S, not T
+            at = (layer, 0, 0, cache_index, 0)
+            k_all = jax.lax.dynamic_update_slice(k_all, k_BKSH[None].astype(k_all.dtype), at)
+            v_all = jax.lax.dynamic_update_slice(v_all, v_BKSH[None].astype(v_all.dtype), at)
+            k_BKSH, v_BKSH = k_all[layer], v_all[layer]  # keys are now every cached slot: S, not T
             kv_cache = (k_all, v_all, layer)
 
         b, t, n, h = q_BTNH.shape  # keys may be longer (the cache): S
         # Query head i reads KV head i // groups: split N into (K, G) instead of repeating K and V.
         q_BTKGH = q_BTNH.reshape(b, t, n // self.num_groups, self.num_groups, h)
-        logits_BKGTS = jnp.einsum(
-            "BTKGH,BSKH->BKGTS", q_BTKGH, k_BTKH, preferred_element_type=jnp.float32
-        ) * self.scale
-        logits_BKGTS = jnp.where(mask_BTS[:, None, None], logits_BKGTS, _MASK_VALUE)
-        probs_BKGTS = jax.nn.softmax(logits_BKGTS, axis=-1).astype(dt)
-        out_BTKGH = jnp.einsum("BKGTS,BSKH->BTKGH", probs_BKGTS, v_BTKH)
+        if kv_cache is None:  # causal over the tokens themselves: query block [start, end) sees keys [0, end)
+            blocks = [
+                self._attend(q_BTKGH[:, a:z], k_BKSH[:, :, :z], v_BKSH[:, :, :z], mask_BTS[:, a:z, :z])
+                for a, z in causal_blocks(t, self.block_size)
+            ]
+            out_BTKGH = jnp.concatenate(blocks, axis=1)
+        else:
+            out_BTKGH = self._attend(q_BTKGH, k_BKSH, v_BKSH, mask_BTS)
         out_BTNH = out_BTKGH.reshape(b, t, n, h)
         return jnp.einsum("BTNH,NHD->BTD", out_BTNH, self.o_proj[...].astype(dt)), kv_cache
+
+    def _attend(self, q_BTKGH, k_BKSH, v_BKSH, mask_BTS):
+        """softmax(QK^T / sqrt(d), masked) V with fp32 logits and softmax."""
+        logits_BKGTS = jnp.einsum(
+            "BTKGH,BKSH->BKGTS", q_BTKGH, k_BKSH, preferred_element_type=jnp.float32
+        ) * self.scale
+        logits_BKGTS = jnp.where(mask_BTS[:, None, None], logits_BKGTS, _MASK_VALUE)
+        probs_BKGTS = jax.nn.softmax(logits_BKGTS, axis=-1).astype(self.dtype)
+        return jnp.einsum("BKGTS,BKSH->BTKGH", probs_BKGTS, v_BKSH)

@@ -60,6 +60,9 @@ class ModelConfig:
     dtype: str = "float32"  # compute dtype of matmuls/activations (norms, softmax, router, logits stay fp32)
     remat: str = "none"  # activation checkpointing policy per layer, see model/transformer.py REMAT_POLICIES
     scan_layers: bool = True  # nnx.scan over layers (compile time flat in depth) vs. an unrolled Python loop
+    # Causal attention over T > block tokens runs per block of queries against only the keys up to that block,
+    # skipping the fully masked upper triangle (about half the work); 0 = one full [T, T] block. See attention.py.
+    attention_block_size: int = 128
     init_std: float = 0.02  # normal init of projections and embeddings
 
     def __post_init__(self):
@@ -84,6 +87,8 @@ class ModelConfig:
             problems.append(f"moe_block_size must be >= 1, got {self.moe_block_size}")
         if self.remat not in _REMAT_NAMES:
             problems.append(f"remat={self.remat!r} is not one of {sorted(_REMAT_NAMES)}")
+        if self.attention_block_size < 0:
+            problems.append(f"attention_block_size={self.attention_block_size} must be >= 0 (0: unblocked)")
         if self.moe_kernel not in _MOE_KERNEL_NAMES:
             problems.append(f"moe_kernel={self.moe_kernel!r} is not one of {sorted(_MOE_KERNEL_NAMES)}")
         if problems:

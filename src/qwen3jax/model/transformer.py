@@ -65,7 +65,7 @@ class LayerStack(nnx.Module):
     def __call__(self, x_BTD, cos, sin, mask_BTS, token_mask_BT, kv_cache=None, cache_index=None):
         """Returns (x, (routing stats stacked per layer or None, updated (k, v) cache or None)).
 
-        The group's KV cache (`kv_cache=(k_LBSKH, v_LBSKH)`) travels in the loop carry with a layer counter: each
+        The group's KV cache (`kv_cache=(k_LBKSH, v_LBKSH)`) travels in the loop carry with a layer counter: each
         layer writes only its new slots, instead of the scan re-emitting the whole cache as a per-layer output."""
 
         def run_layer(carry, layer):
@@ -79,17 +79,39 @@ class LayerStack(nnx.Module):
             run_layer = nnx.remat(run_layer, policy=REMAT_POLICIES[self.remat], prevent_cse=not self.scan_layers)
         carry = (x_BTD, None if kv_cache is None else (*kv_cache, jnp.zeros((), jnp.int32)))
 
-        if self.scan_layers:
-            scanned = nnx.scan(run_layer, in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 0), length=self.count)
-            (x_BTD, kv), stats = scanned(carry, self.layers)
-        else:  # unrolled: the same stacked parameters, sliced per layer (compile time grows with depth)
-            graphdef, state = nnx.split(self.layers)
+        if isinstance(self.layers, nnx.List) or not self.scan_layers:  # unrolled (compile time grows with depth)
             per_layer = []
-            for i in range(self.count):
-                carry, stats = run_layer(carry, nnx.merge(graphdef, jax.tree.map(lambda a: a[i], state)))
+            for layer in self._per_layer():
+                carry, stats = run_layer(carry, layer)
                 per_layer.append(stats)
             (x_BTD, kv), stats = carry, jax.tree.map(lambda *s: jnp.stack(s), *per_layer)
+        else:
+            scanned = nnx.scan(run_layer, in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 0), length=self.count)
+            (x_BTD, kv), stats = scanned(carry, self.layers)
         return x_BTD, (stats, None if kv is None else kv[:2])
+
+    def _per_layer(self) -> list[DecoderLayer]:
+        """One module per layer: the unstacked ones (see `unstack_layers`), or slices of the stacked parameters."""
+        if isinstance(self.layers, nnx.List):
+            return list(self.layers)
+        graphdef, state = nnx.split(self.layers)
+        return [nnx.merge(graphdef, jax.tree.map(lambda a: a[i], state)) for i in range(self.count)]
+
+
+def unstack_layers(model: "Qwen3") -> "Qwen3":
+    """The same model (sharing its arrays) with every layer stack holding one module per layer: for running many
+    calls inside one compiled loop, i.e. decoding. Call it inside the jitted function, before the loop.
+
+    On XLA:CPU a layer's slice of a stacked weight is a copy, and XLA does not hoist those copies out of a while
+    loop, so a scanned (or unrolled) stack re-copies every weight on every decode step, which costs more than the
+    step's matmuls. Slicing once before the loop makes each step read the weights in place. The result is for
+    running only: its parameters still carry the stacked `layers` sharding metadata, so do not save or shard it.
+    """
+    graphdef, state = nnx.split(model)
+    view = nnx.merge(graphdef, state)
+    for stack in view.stacks:
+        stack.layers = nnx.List(stack._per_layer())
+    return view
 
 
 def positions_from_segments(segment_ids_BT: jax.Array) -> jax.Array:

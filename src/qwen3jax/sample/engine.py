@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from qwen3jax.model import KVCache, Qwen3
+from qwen3jax.model import KVCache, Qwen3, unstack_layers
 from qwen3jax.parallel import constrain
 from qwen3jax.sample import budget as budget_lib
 from qwen3jax.sample.budget import BudgetState, BudgetTables, ThinkingTokens
@@ -82,7 +82,7 @@ class _Loop(NamedTuple):
 
 def _shard_cache(cache: KVCache) -> KVCache:
     """Lay the cache out like the attention activations: rows over the batch axes, KV heads over `tensor`."""
-    kv_axes = ("layers", "batch", None, "act_kv_heads", None)
+    kv_axes = ("layers", "batch", "act_kv_heads", None, None)
     return cache._replace(
         k=tuple(constrain(k, kv_axes) for k in cache.k),
         v=tuple(constrain(v, kv_axes) for v in cache.v),
@@ -94,7 +94,7 @@ def _repeat_rows(cache: KVCache, n: int) -> KVCache:
     if n == 1:
         return cache
     return cache._replace(
-        k=tuple(jnp.repeat(k, n, axis=1) for k in cache.k),  # [L, B, S, K, H]
+        k=tuple(jnp.repeat(k, n, axis=1) for k in cache.k),  # [L, B, K, S, H]
         v=tuple(jnp.repeat(v, n, axis=1) for v in cache.v),
         segment_ids=jnp.repeat(cache.segment_ids, n, axis=0),
     )
@@ -119,11 +119,12 @@ def _generate(graphdef, params, prompts_BP, lengths_B, phase_B, knobs: _Knobs, t
     cache = _shard_cache(_repeat_rows(_prefill(model, prompts_BP, lengths_B, p + g - 1), n))
     rows = b * n
     tables = tables._replace(budget=jnp.repeat(tables.budget, n))
+    step_graphdef, step_params = nnx.split(unstack_layers(model))
 
     def body(s: _Loop) -> _Loop:
         active = ~s.done
         # A module with fresh variables inside the loop's trace: NNX refuses variables made at an outer trace level.
-        model = nnx.merge(graphdef, jax.tree.map(lambda x: x, params))
+        model = nnx.merge(step_graphdef, jax.tree.map(lambda x: x, step_params))
         segments = active[:, None].astype(jnp.int32)  # finished rows: padding, attended by no real token
         logits_R1V, cache = model(s.token[:, None], positions=s.position[:, None], segment_ids=segments, cache=s.cache)
         logits_RV = logits_R1V[:, 0]
