@@ -1,5 +1,5 @@
 """Model-level equivalences: packed == separate, remat == none, scan == unrolled, blocked == unblocked attention,
-unstacked == stacked layers; routing statistics; presets."""
+the decode view == the model; routing statistics; presets."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from qwen3jax.model import MODEL_CARD_PARAMS, ModelConfig, Qwen3, load_balance_loss, unstack_layers
+from qwen3jax.model import MODEL_CARD_PARAMS, ModelConfig, Qwen3, load_balance_loss, decode_view
 from qwen3jax.model.attention import MAX_QUERY_BLOCKS, causal_blocks
 from qwen3jax.model.transformer import positions_from_segments
 
@@ -68,12 +68,13 @@ def test_causal_blocks_cover_the_sequence_and_cap_their_number():
     assert len(long) == MAX_QUERY_BLOCKS and long[0] == (0, 2048) and long[-1][1] == 32768
 
 
-def test_unstacked_layers_match_stacked():
-    model = build(DENSE)
-    toks = tokens(DENSE, (2, 9))
-    np.testing.assert_array_equal(
-        nnx.jit(lambda m, t: unstack_layers(m)(t))(model, toks), forward(model, toks)
-    )
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_decode_view_matches_model(tied):
+    cfg = DENSE.replace(tie_word_embeddings=tied)
+    model = build(cfg)
+    toks = tokens(cfg, (2, 9))
+    view_logits = nnx.jit(lambda m, t: decode_view(m)(t))(model, toks)
+    np.testing.assert_allclose(view_logits, forward(model, toks), rtol=1e-6, atol=1e-6)
 
 
 def test_layer_groups_follow_hf_sparsity_rule():

@@ -91,26 +91,33 @@ class LayerStack(nnx.Module):
         return x_BTD, (stats, None if kv is None else kv[:2])
 
     def _per_layer(self) -> list[DecoderLayer]:
-        """One module per layer: the unstacked ones (see `unstack_layers`), or slices of the stacked parameters."""
+        """One module per layer: the unstacked ones (see `decode_view`), or slices of the stacked parameters."""
         if isinstance(self.layers, nnx.List):
             return list(self.layers)
         graphdef, state = nnx.split(self.layers)
         return [nnx.merge(graphdef, jax.tree.map(lambda a: a[i], state)) for i in range(self.count)]
 
 
-def unstack_layers(model: "Qwen3") -> "Qwen3":
-    """The same model (sharing its arrays) with every layer stack holding one module per layer: for running many
-    calls inside one compiled loop, i.e. decoding. Call it inside the jitted function, before the loop.
+def decode_view(model: "Qwen3") -> "Qwen3":
+    """The same model (sharing its weights) laid out for many calls inside one compiled loop, i.e. decoding: every
+    layer stack holds one module per layer, and the LM head is read as [vocab, embed]. Call it inside the jitted
+    function, before the loop, so that its slices and transposes are made once per call rather than once per step.
 
-    On XLA:CPU a layer's slice of a stacked weight is a copy, and XLA does not hoist those copies out of a while
-    loop, so a scanned (or unrolled) stack re-copies every weight on every decode step, which costs more than the
-    step's matmuls. Slicing once before the loop makes each step read the weights in place. The result is for
-    running only: its parameters still carry the stacked `layers` sharding metadata, so do not save or shard it.
+    Why (XLA:CPU, measured on the bench config): a layer's slice of a stacked weight is a copy, and XLA does not
+    hoist those copies out of a while loop, so a scanned or unrolled stack re-copies every weight on every decode
+    step; and a skinny [rows, embed] x [embed, vocab] product runs about a third faster against a [vocab, embed]
+    head. The view is for running only: its parameters keep the stacked `layers` sharding metadata and an untied
+    head is a transposed copy, so do not save, shard or train it.
     """
     graphdef, state = nnx.split(model)
     view = nnx.merge(graphdef, state)
     for stack in view.stacks:
         stack.layers = nnx.List(stack._per_layer())
+    if not model.config.tie_word_embeddings:  # a tied head is the embedding table, already [vocab, embed]
+        # The barrier makes XLA materialise the [vocab, embed] copy; otherwise it folds the transpose back into the
+        # matmul, which then reads the [embed, vocab] layout again.
+        view.head_VD = nnx.Variable(jax.lax.optimization_barrier(view.lm_head[...].T))
+        del view.lm_head
     return view
 
 
@@ -175,8 +182,11 @@ class Qwen3(nnx.Module):
             if stats is not None:
                 moe_stats.append(stats)
         x_BTD = self.norm(x_BTD)
-        head_DV = self.embed_tokens[...].T if cfg.tie_word_embeddings else self.lm_head[...]
-        logits_BTV = jnp.einsum("BTD,DV->BTV", x_BTD, head_DV.astype(dt), preferred_element_type=jnp.float32)
+        if cfg.tie_word_embeddings:
+            head_VD = self.embed_tokens[...]
+        else:  # trained as [embed, vocab]; `decode_view` reads it as [vocab, embed]
+            head_VD = self.head_VD[...] if hasattr(self, "head_VD") else self.lm_head[...].T
+        logits_BTV = jnp.einsum("BTD,VD->BTV", x_BTD, head_VD.astype(dt), preferred_element_type=jnp.float32)
         logits_BTV = constrain(logits_BTV, ("batch", "seq", "act_vocab"))
         outputs = [logits_BTV]
         if cache is not None:

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from qwen3jax.model import KVCache, Qwen3, unstack_layers
+from qwen3jax.model import KVCache, Qwen3, decode_view
 from qwen3jax.parallel import constrain
 from qwen3jax.sample import budget as budget_lib
 from qwen3jax.sample.budget import BudgetState, BudgetTables, ThinkingTokens
@@ -119,7 +119,7 @@ def _generate(graphdef, params, prompts_BP, lengths_B, phase_B, knobs: _Knobs, t
     cache = _shard_cache(_repeat_rows(_prefill(model, prompts_BP, lengths_B, p + g - 1), n))
     rows = b * n
     tables = tables._replace(budget=jnp.repeat(tables.budget, n))
-    step_graphdef, step_params = nnx.split(unstack_layers(model))
+    step_graphdef, step_params = nnx.split(decode_view(model))
 
     def body(s: _Loop) -> _Loop:
         active = ~s.done
