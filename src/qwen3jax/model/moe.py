@@ -76,13 +76,19 @@ def _combine(y_sorted_RD, sort: _Sorted, weight_SK):
     return jnp.einsum("SKD,SK->SD", y_slots_RD.reshape(s, k, -1), weight_SK.astype(y_slots_RD.dtype))
 
 
-def make_sorted_kernel(block_size: int):
-    """Block-sorted dispatch: every expert's slots are padded to whole blocks; block b runs expert `block_expert[b]`."""
+def make_sorted_kernel(max_block_size: int):
+    """Block-sorted dispatch: every expert's slots are padded to whole blocks; block b runs expert `block_expert[b]`.
+
+    Each block gathers its expert's weights, so larger blocks mean fewer weight copies but more padding rows."""
 
     def kernel(x_SD, expert_SK, weight_SK, w_gate_EDF, w_up_EDF, w_down_EFD):
         num_experts = w_gate_EDF.shape[0]
         num_slots = expert_SK.size
         sort = _sort_slots(expert_SK, num_experts)
+        # Blocks no larger than an average expert's group (a power of two, at least 8 rows): bigger ones only add
+        # padding, which on a small batch would outweigh the real rows.
+        average_group = max(num_slots // num_experts, 1)
+        block_size = min(max_block_size, max(8, 1 << (average_group - 1).bit_length()))
         # Static bound on padded rows: each expert wastes < block_size rows.
         num_blocks = -(-(num_slots + num_experts * (block_size - 1)) // block_size)
         blocks_E = -(-sort.group_sizes_E // block_size)
