@@ -267,7 +267,7 @@ class Trainer:
         def eval_step(params, batch):
             logits = state.model(params)(batch["tokens"], batch["positions"], batch["segment_ids"])
             targets, valid = next_token_targets(batch)
-            ce, _ = token_cross_entropy(logits[:, :-1], targets)
+            ce, _ = token_cross_entropy(logits, targets)
             return jnp.sum(ce * valid), jnp.sum(valid)
 
         param_shardings = jax.tree.map(lambda x: x.sharding, state.params)

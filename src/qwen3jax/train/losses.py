@@ -25,10 +25,17 @@ Batch = Mapping[str, jax.Array]
 
 
 def next_token_targets(batch: Batch) -> tuple[jax.Array, jax.Array]:
-    """Targets [B, T-1] and their validity: position t predicts token t+1 of the same document, when trained."""
+    """Targets [B, T] and their validity: position t predicts token t+1 of the same document, when trained; the
+    last position has no target (a placeholder 0, never valid). Full length so that the [B, T, V] logits are used
+    as they are: slicing off their last position copies them (forward and backward)."""
+
+    def shifted(a):
+        return jnp.concatenate([a[:, 1:], jnp.zeros_like(a[:, :1])], axis=1)
+
     tokens, segments = batch["tokens"], batch["segment_ids"]
-    valid = (batch["loss_mask"][:, 1:] > 0) & (segments[:, 1:] == segments[:, :-1]) & (segments[:, 1:] > 0)
-    return tokens[:, 1:], valid
+    next_segments = shifted(segments)
+    valid = (shifted(batch["loss_mask"]) > 0) & (next_segments == segments) & (next_segments > 0)
+    return shifted(tokens), valid
 
 
 def token_cross_entropy(logits_BTV: jax.Array, targets_BT: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -76,12 +83,12 @@ class PretrainLoss:
     def __call__(self, model, batch: Batch, ctx: Mapping[str, jax.Array]):
         logits, stats = model(batch["tokens"], batch.get("positions"), batch["segment_ids"], return_stats=True)
         targets, valid = next_token_targets(batch)
-        ce, log_z = token_cross_entropy(logits[:, :-1], targets)
+        ce, log_z = token_cross_entropy(logits, targets)
         weight = valid.astype(jnp.float32) / ctx["num_targets"]
         ce_loss = jnp.sum(ce * weight)
         metrics = {
             "ce": ce_loss,
-            "accuracy": jnp.sum((jnp.argmax(logits[:, :-1], -1) == targets) * weight),
+            "accuracy": jnp.sum((jnp.argmax(logits, -1) == targets) * weight),
             "target_tokens": jnp.sum(valid).astype(jnp.float32),
         }
         loss = ce_loss
