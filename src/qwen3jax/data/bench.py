@@ -34,11 +34,12 @@ def run() -> None:
 
     from experiments import pretrain_s1
     from qwen3jax.model import ModelConfig
-    from qwen3jax.train.bench import ours_train_seconds
+    from qwen3jax.model.bench import timed
+    from qwen3jax.train.bench import ours_train
 
     c = pretrain_s1.get_config("tiny")
     tokens = np.random.default_rng(0).integers(0, c.model.vocab_size, (c.global_batch, c.seq_len))
-    consumed = c.global_batch * c.seq_len / ours_train_seconds(ModelConfig.from_dict(c.model.to_dict()), tokens)
+    consumed = c.global_batch * c.seq_len / timed(ours_train(ModelConfig.from_dict(c.model.to_dict()), tokens))
     print(f"tiny S1 train step consumes {consumed:,.0f} tokens/s", flush=True)
     for name in STAGES:
         produced = pipeline_throughput(name)

@@ -1,11 +1,13 @@
 """Forward+backward throughput of the model vs HF transformers (torch, CPU) on the same config, same run.
 
-Reports tokens/s for both, their ratio, and our achieved FLOP/s as a fraction of the same-run fp32 matmul peak.
+Reports tokens/s for both (timed in alternation, see `alternating`), the median per-round ratio, and our achieved
+FLOP/s as a fraction of the same-run fp32 matmul peak.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +23,7 @@ BENCH_DENSE = ModelConfig(
 )
 BENCH_MOE = BENCH_DENSE.replace(num_experts=32, num_experts_per_tok=4, moe_intermediate_size=256)
 BATCH, SEQ = 8, 512
+ROUNDS = 5  # alternating timing rounds per comparison
 
 
 def timed(fn, *, warmup: int = 1, repeats: int = 3) -> float:
@@ -33,6 +36,20 @@ def timed(fn, *, warmup: int = 1, repeats: int = 3) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return float(np.median(times))
+
+
+def alternating(ours: Callable[[], object], reference: Callable[[], object], rounds: int) -> tuple[float, float, float]:
+    """Seconds per call of `ours` and of `reference` (medians) and the median per-round ratio reference / ours.
+
+    Both are warmed up, then timed in alternation round after round, so that load from other processes on the
+    machine hits both alike (a shared 2-core machine drifts by 10-20% between minutes)."""
+    ours()
+    reference()
+    pairs = []
+    for _ in range(rounds):
+        pairs.append((timed(ours, warmup=0, repeats=1), timed(reference, warmup=0, repeats=1)))
+    ours_s, ref_s = (float(np.median(column)) for column in zip(*pairs))
+    return ours_s, ref_s, float(np.median([r / o for o, r in pairs]))
 
 
 def matmul_peak_flops(n: int = 2048, repeats: int = 7) -> float:
@@ -49,7 +66,8 @@ def _cross_entropy(logits, targets):
     return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
 
 
-def ours_step_seconds(cfg: ModelConfig, tokens: np.ndarray) -> float:
+def ours_step(cfg: ModelConfig, tokens: np.ndarray) -> Callable[[], object]:
+    """One jitted forward+backward of our model on `tokens` (compiled on the first call)."""
     model = Qwen3(cfg, rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(model, nnx.Param)
 
@@ -61,7 +79,7 @@ def ours_step_seconds(cfg: ModelConfig, tokens: np.ndarray) -> float:
         return jax.value_and_grad(loss)(params)
 
     toks = jnp.asarray(tokens)
-    return timed(lambda: jax.block_until_ready(step(params, toks)))
+    return lambda: jax.block_until_ready(step(params, toks))
 
 
 def hf_model(cfg: ModelConfig):
@@ -92,7 +110,8 @@ def hf_loss(model, toks):
     return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), toks[:, 1:].reshape(-1))
 
 
-def hf_step_seconds(cfg: ModelConfig, tokens: np.ndarray) -> float:
+def hf_step(cfg: ModelConfig, tokens: np.ndarray) -> Callable[[], object]:
+    """One forward+backward of the HF transformers model on `tokens`."""
     import torch
 
     model = hf_model(cfg)
@@ -102,7 +121,7 @@ def hf_step_seconds(cfg: ModelConfig, tokens: np.ndarray) -> float:
         model.zero_grad(set_to_none=True)
         hf_loss(model, toks).backward()
 
-    return timed(step)
+    return step
 
 
 def run() -> list[dict]:
@@ -112,14 +131,13 @@ def run() -> list[dict]:
     for name, cfg in [("dense", BENCH_DENSE), ("moe", BENCH_MOE)]:
         tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, (BATCH, SEQ + 1))
         n_tokens = BATCH * SEQ
-        ours = ours_step_seconds(cfg, tokens)
-        hf = hf_step_seconds(cfg, tokens)
+        ours, hf, ratio = alternating(ours_step(cfg, tokens), hf_step(cfg, tokens), ROUNDS)
         flops = cfg.flops_per_token(SEQ) * n_tokens
         row = {
             "config": name,
             "ours_tok_s": n_tokens / ours,
             "hf_tok_s": n_tokens / hf,
-            "speedup_vs_hf": hf / ours,
+            "speedup_vs_hf": ratio,
             "fraction_of_peak": flops / ours / peak,
         }
         rows.append(row)

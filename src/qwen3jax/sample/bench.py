@@ -10,22 +10,15 @@ Run: `python -m qwen3jax.sample.bench`.
 from __future__ import annotations
 
 import tempfile
-import time
 
 import numpy as np
 
 from qwen3jax.model import create_model
-from qwen3jax.model.bench import BENCH_DENSE
+from qwen3jax.model.bench import BENCH_DENSE, alternating
 from qwen3jax.sample.engine import generate
 
 BATCH, PROMPT_LEN, NEW_TOKENS = 8, 64, 128
-ROUNDS = 3
-
-
-def _seconds(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+ROUNDS = 5
 
 
 def decode_benchmark() -> dict:
@@ -53,13 +46,13 @@ def decode_benchmark() -> dict:
         return out[:, PROMPT_LEN:].tolist()
 
     ours_tokens = ours()  # compiles
-    hf_first = np.array(reference(1))[:, 0]  # first-call overheads
-    rounds = [(_seconds(ours), _seconds(reference)) for _ in range(ROUNDS)]
+    hf_first = np.array(reference(1))[:, 0]
+    ours_s, hf_s, ratio = alternating(ours, reference, ROUNDS)
     tokens = BATCH * NEW_TOKENS
     row = {
-        "ours_tok_s": tokens / float(np.median([o for o, _ in rounds])),
-        "hf_tok_s": tokens / float(np.median([h for _, h in rounds])),
-        "speedup_vs_hf": float(np.median([h / o for o, h in rounds])),
+        "ours_tok_s": tokens / ours_s,
+        "hf_tok_s": tokens / hf_s,
+        "speedup_vs_hf": ratio,
         # Random weights give near-uniform logits, so round-off may flip an argmax after a while and the sequences
         # then diverge; the first tokens must agree.
         "first_token_agreement": float(np.mean(np.array(ours_tokens)[:, 0] == hf_first)),
