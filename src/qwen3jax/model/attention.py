@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from qwen3jax.model.config import ModelConfig
-from qwen3jax.model.layers import RMSNorm, apply_rope, param
+from qwen3jax.model.layers import RMSNorm, apply_rope, param, project
 from qwen3jax.parallel.rules import constrain
 
 # Large negative instead of -inf so fully masked rows (never produced by valid inputs) cannot create NaNs.
@@ -94,9 +94,9 @@ class Attention(nnx.Module):
         Only the new slots are written, so a decode loop that carries the cache updates it in place.
         Returns (output, updated cache or None)."""
         dt = self.dtype
-        q_BTNH = jnp.einsum("BTD,DNH->BTNH", x_BTD, self.q_proj[...].astype(dt))
-        k_BTKH = jnp.einsum("BTD,DKH->BTKH", x_BTD, self.k_proj[...].astype(dt))
-        v_BTKH = jnp.einsum("BTD,DKH->BTKH", x_BTD, self.v_proj[...].astype(dt))
+        q_BTNH = project("BTD,DNH->BTNH", x_BTD, self.q_proj, dt)
+        k_BTKH = project("BTD,DKH->BTKH", x_BTD, self.k_proj, dt)
+        v_BTKH = project("BTD,DKH->BTKH", x_BTD, self.v_proj, dt)
         q_BTNH = constrain(apply_rope(self.q_norm(q_BTNH), cos_BTh, sin_BTh), ("batch", "seq", "act_heads", None))
         k_BTKH = constrain(apply_rope(self.k_norm(k_BTKH), cos_BTh, sin_BTh), ("batch", "seq", "act_kv_heads", None))
         v_BTKH = constrain(v_BTKH, ("batch", "seq", "act_kv_heads", None))
@@ -121,7 +121,7 @@ class Attention(nnx.Module):
         else:
             out_BTKGH = self._attend(q_BTKGH, k_BKSH, v_BKSH, mask_BTS)
         out_BTNH = out_BTKGH.reshape(b, t, n, h)
-        return jnp.einsum("BTNH,NHD->BTD", out_BTNH, self.o_proj[...].astype(dt)), kv_cache
+        return project("BTNH,NHD->BTD", out_BTNH, self.o_proj, dt), kv_cache
 
     def _attend(self, q_BTKGH, k_BKSH, v_BKSH, mask_BTS):
         """softmax(QK^T / sqrt(d), masked) V with fp32 logits and softmax."""

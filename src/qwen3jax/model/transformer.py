@@ -15,7 +15,7 @@ from flax import nnx
 
 from qwen3jax.model.attention import Attention, KVCache, attention_mask
 from qwen3jax.model.config import ModelConfig
-from qwen3jax.model.layers import MLP, RMSNorm, param, rope_cos_sin, rope_frequencies
+from qwen3jax.model.layers import MLP, OutputMajor, RMSNorm, param, project, rope_cos_sin, rope_frequencies
 from qwen3jax.model.moe import MoE, RoutingStats
 from qwen3jax.parallel.rules import constrain
 
@@ -99,26 +99,37 @@ class LayerStack(nnx.Module):
 
 
 def decode_view(model: "Qwen3") -> "Qwen3":
-    """The same model (sharing its weights) laid out for many calls inside one compiled loop, i.e. decoding: every
-    layer stack holds one module per layer, and the LM head is read as [vocab, embed]. Call it inside the jitted
-    function, before the loop, so that its slices and transposes are made once per call rather than once per step.
+    """The same model laid out for many calls inside one compiled loop, i.e. decoding: every layer stack holds one
+    module per layer, and the projection weights (attention, dense MLP, untied LM head) are `OutputMajor` copies.
+    Call it inside the jitted function, before the loop, so that its slices and transposes are made once per call
+    rather than once per step.
 
     Why (XLA:CPU, measured on the bench config): a layer's slice of a stacked weight is a copy, and XLA does not
     hoist those copies out of a while loop, so a scanned or unrolled stack re-copies every weight on every decode
-    step; and a skinny [rows, embed] x [embed, vocab] product runs about a third faster against a [vocab, embed]
-    head. The view is for running only: its parameters keep the stacked `layers` sharding metadata and an untied
-    head is a transposed copy, so do not save, shard or train it.
+    step; and skinny [rows, in] x [in, out] products stream an output-major weight about a third faster. The view
+    is for running only: its parameters keep the stacked `layers` sharding metadata and hold transposed copies, so
+    do not save, shard or train it.
     """
     graphdef, state = nnx.split(model)
     view = nnx.merge(graphdef, state)
     for stack in view.stacks:
         stack.layers = nnx.List(stack._per_layer())
+        for layer in stack.layers:
+            _make_output_major(layer.self_attn)
+            if not layer.is_moe:  # expert weights go through the dispatch kernels, not `project`
+                _make_output_major(layer.mlp)
     if not model.config.tie_word_embeddings:  # a tied head is the embedding table, already [vocab, embed]
-        # The barrier makes XLA materialise the [vocab, embed] copy; otherwise it folds the transpose back into the
-        # matmul, which then reads the [embed, vocab] layout again.
-        view.head_VD = nnx.Variable(jax.lax.optimization_barrier(view.lm_head[...].T))
-        del view.lm_head
+        _make_output_major(view, ["lm_head"])
     return view
+
+
+def _make_output_major(module: nnx.Module, names: list[str] | None = None) -> None:
+    """Replace the module's own matrix parameters (all of them, or `names`) by `OutputMajor` copies."""
+    for name in names or [n for n, v in vars(module).items() if isinstance(v, nnx.Param) and v.ndim >= 2]:
+        weight = getattr(module, name)[...]
+        # The barrier makes XLA materialise the transposed copy; otherwise it folds the transpose into the matmul,
+        # which then reads the original layout again.
+        setattr(module, name, OutputMajor(jax.lax.optimization_barrier(weight.transpose(range(weight.ndim)[::-1]))))
 
 
 def positions_from_segments(segment_ids_BT: jax.Array) -> jax.Array:
@@ -183,10 +194,9 @@ class Qwen3(nnx.Module):
                 moe_stats.append(stats)
         x_BTD = self.norm(x_BTD)
         if cfg.tie_word_embeddings:
-            head_VD = self.embed_tokens[...]
-        else:  # trained as [embed, vocab]; `decode_view` reads it as [vocab, embed]
-            head_VD = self.head_VD[...] if hasattr(self, "head_VD") else self.lm_head[...].T
-        logits_BTV = jnp.einsum("BTD,VD->BTV", x_BTD, head_VD.astype(dt), preferred_element_type=jnp.float32)
+            logits_BTV = project("BTD,VD->BTV", x_BTD, self.embed_tokens, dt, preferred_element_type=jnp.float32)
+        else:
+            logits_BTV = project("BTD,DV->BTV", x_BTD, self.lm_head, dt, preferred_element_type=jnp.float32)
         logits_BTV = constrain(logits_BTV, ("batch", "seq", "act_vocab"))
         outputs = [logits_BTV]
         if cache is not None:
