@@ -68,9 +68,9 @@ def test_causal_blocks_cover_the_sequence_and_cap_their_number():
     assert len(long) == MAX_QUERY_BLOCKS and long[0] == (0, 2048) and long[-1][1] == 32768
 
 
-@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
-def test_decode_view_matches_model(tied):
-    cfg = DENSE.replace(tie_word_embeddings=tied)
+@pytest.mark.parametrize("cfg,tied", [(DENSE, False), (DENSE, True), (MOE, False)], ids=["untied", "tied", "moe"])
+def test_decode_view_matches_model(cfg, tied):
+    cfg = cfg.replace(tie_word_embeddings=tied)
     model = build(cfg)
     toks = tokens(cfg, (2, 9))
     view_logits = nnx.jit(lambda m, t: decode_view(m)(t))(model, toks)

@@ -54,7 +54,7 @@ class ModelConfig:
     decoder_sparse_step: int = 1  # layer i is MoE when (i + 1) % step == 0 ...
     mlp_only_layers: tuple[int, ...] = ()  # ... and i is not listed here
     moe_kernel: str = "sorted"  # dispatch kernel (model/moe.py): naive | sorted | ragged | megablox
-    # Most rows per block of the sorted kernel (padding waste vs. weight gathers): 256 is ~20% faster than 64 on
+    # Most rows per block of the sorted kernel (padding waste vs. weight gathers): 256 is 20-25% faster than 64 on
     # the MoE bench config on CPU; the kernel caps it at the average expert group of the batch.
     moe_block_size: int = 256
     # Numerics and compilation.

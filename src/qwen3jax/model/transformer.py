@@ -115,17 +115,17 @@ def decode_view(model: "Qwen3") -> "Qwen3":
     for stack in view.stacks:
         stack.layers = nnx.List(stack._per_layer())
         for layer in stack.layers:
-            _make_output_major(layer.self_attn)
+            _make_output_major(layer.self_attn, ("q_proj", "k_proj", "v_proj", "o_proj"))
             if not layer.is_moe:  # expert weights go through the dispatch kernels, not `project`
-                _make_output_major(layer.mlp)
+                _make_output_major(layer.mlp, ("gate_proj", "up_proj", "down_proj"))
     if not model.config.tie_word_embeddings:  # a tied head is the embedding table, already [vocab, embed]
-        _make_output_major(view, ["lm_head"])
+        _make_output_major(view, ("lm_head",))
     return view
 
 
-def _make_output_major(module: nnx.Module, names: list[str] | None = None) -> None:
-    """Replace the module's own matrix parameters (all of them, or `names`) by `OutputMajor` copies."""
-    for name in names or [n for n, v in vars(module).items() if isinstance(v, nnx.Param) and v.ndim >= 2]:
+def _make_output_major(module: nnx.Module, names: tuple[str, ...]) -> None:
+    """Replace the named weights (each one read through `project`) by `OutputMajor` copies."""
+    for name in names:
         weight = getattr(module, name)[...]
         # The barrier makes XLA materialise the transposed copy; otherwise it folds the transpose into the matmul,
         # which then reads the original layout again.
