@@ -6,15 +6,16 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from qwen3jax.model import KVCache
+from qwen3jax.model import KVCache, decode_view
 
 from .helpers import DENSE, MOE, build, forward, tokens
 
 
 @pytest.mark.parametrize("cfg", [DENSE, MOE], ids=["dense", "moe"])
-@pytest.mark.parametrize("scan", [True, False], ids=["scan", "unrolled"])
-def test_cached_decode_matches_full_forward(cfg, scan):
-    cfg = cfg.replace(scan_layers=scan)
+@pytest.mark.parametrize("mode", ["scan", "unrolled", "view"])
+def test_cached_decode_matches_full_forward(cfg, mode):
+    """`view`: prefill with the model, then decode with its `decode_view` over the per-layer cache (the sampler)."""
+    cfg = cfg.replace(scan_layers=mode == "scan")
     model = build(cfg)
     prompt_lens, width, steps = [5, 3], 5, 4
     full = tokens(cfg, (2, width + steps), seed=4)
@@ -27,6 +28,9 @@ def test_cached_decode_matches_full_forward(cfg, scan):
     logits, cache = step(model, prompts, positions, pad, KVCache.init(cfg, 2, width + steps))
     decoded = [logits[:, -1]]
     next_pos = positions[:, -1] + 1
+    if mode == "view":
+        step = nnx.jit(lambda m, t, p, s, c: decode_view(m)(t, positions=p, segment_ids=s, cache=c))
+        cache = cache.per_layer()
     for i in range(steps - 1):
         tok = full[:, width + i][:, None]
         logits, cache = step(model, tok, next_pos[:, None], jnp.ones((2, 1), jnp.int32), cache)
@@ -45,3 +49,10 @@ def test_cache_requires_positions():
     model = build(DENSE)
     with pytest.raises(ValueError, match="positions"):
         model(tokens(DENSE, (1, 2)), cache=KVCache.init(DENSE, 1, 4))
+
+
+def test_per_layer_cache_needs_unrolled_layers():
+    model = build(DENSE)  # scanned
+    cache = KVCache.init(DENSE, 1, 4).per_layer()
+    with pytest.raises(ValueError, match="per-layer KV cache"):
+        model(tokens(DENSE, (1, 2)), positions=jnp.zeros((1, 2), jnp.int32), cache=cache)

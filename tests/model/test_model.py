@@ -9,6 +9,7 @@ from flax import nnx
 
 from qwen3jax.model import MODEL_CARD_PARAMS, ModelConfig, Qwen3, load_balance_loss, decode_view
 from qwen3jax.model.attention import MAX_QUERY_BLOCKS, causal_blocks
+from qwen3jax.model.layers import FEW_ROWS
 from qwen3jax.model.transformer import positions_from_segments
 
 from .helpers import DENSE, MOE, build, forward, loss_and_grads, tokens
@@ -69,10 +70,13 @@ def test_causal_blocks_cover_the_sequence_and_cap_their_number():
 
 
 @pytest.mark.parametrize("cfg,tied", [(DENSE, False), (DENSE, True), (MOE, False)], ids=["untied", "tied", "moe"])
-def test_decode_view_matches_model(cfg, tied):
+@pytest.mark.parametrize("shape", [(2, 9), (3, 30)], ids=["few_rows", "many_rows"])  # either side of FEW_ROWS
+def test_decode_view_matches_model(cfg, tied, shape):
+    """Both the weight-first (few rows) and the rows-first products of the view's output-major weights."""
+    assert 2 * 9 <= FEW_ROWS < 3 * 30
     cfg = cfg.replace(tie_word_embeddings=tied)
     model = build(cfg)
-    toks = tokens(cfg, (2, 9))
+    toks = tokens(cfg, shape)
     view_logits = nnx.jit(lambda m, t: decode_view(m)(t))(model, toks)
     np.testing.assert_allclose(view_logits, forward(model, toks), rtol=1e-6, atol=1e-6)
 

@@ -52,8 +52,9 @@ class KVCache(NamedTuple):
 
     # Per layer group: [L, B, K, S, H] in the compute dtype; slots next to each other per KV head, which is the
     # layout the attention matmuls read, so a decode step reads the cache in place instead of transposing it.
-    k: tuple[jax.Array, ...]
-    v: tuple[jax.Array, ...]
+    # In the per-layer form (`per_layer`) a group is instead a tuple of L [B, K, S, H] arrays.
+    k: tuple[jax.Array | tuple[jax.Array, ...], ...]
+    v: tuple[jax.Array | tuple[jax.Array, ...], ...]
     segment_ids: jax.Array  # [B, S] int32, 0 = empty or padding
     index: jax.Array  # [] int32: next slot to write
 
@@ -69,6 +70,24 @@ class KVCache(NamedTuple):
             segment_ids=jnp.zeros((batch, max_len), jnp.int32),
             index=jnp.zeros((), jnp.int32),
         )
+
+
+    def per_layer(self) -> "KVCache":
+        """The same cache with every layer's keys and values as arrays of their own, for a decode loop over a
+        `decode_view` (unrolled layers): each layer then updates and reads its own loop-carried buffer in place,
+        where slicing a stacked group makes XLA:CPU copy the layer's whole cache two or three times per step."""
+        return self._replace(k=tuple(tuple(k) for k in self.k), v=tuple(tuple(v) for v in self.v))
+
+
+def write_slots(group: jax.Array | tuple[jax.Array, ...], layer, new_BKTH: jax.Array, index):
+    """Write a layer's new keys (or values) at slot `index` of its group's cache (stacked [L, B, K, S, H] with
+    `layer` an index, or per-layer with `layer` a Python int). Returns (updated group, the layer's [B, K, S, H])."""
+    new_BKTH = new_BKTH.astype(group[0].dtype)
+    if isinstance(group, tuple):
+        updated = jax.lax.dynamic_update_slice(group[layer], new_BKTH, (0, 0, index, 0))
+        return group[:layer] + (updated,) + group[layer + 1 :], updated
+    group = jax.lax.dynamic_update_slice(group, new_BKTH[None], (layer, 0, 0, index, 0))
+    return group, group[layer]
 
 
 class Attention(nnx.Module):
@@ -89,8 +108,9 @@ class Attention(nnx.Module):
         self.block_size = cfg.attention_block_size
 
     def __call__(self, x_BTD, cos_BTh, sin_BTh, mask_BTS, kv_cache=None, cache_index=None):
-        """Attend over the current tokens, or, given `kv_cache=(k_LBKSH, v_LBKSH, layer)` (the whole layer group's
-        cache and this layer's index in it), write them at slot `cache_index` and attend over this layer's cache.
+        """Attend over the current tokens, or, given `kv_cache=(k_group, v_group, layer)` (the whole layer group's
+        cache, see `write_slots`, and this layer's index in it), write them at slot `cache_index` and attend over
+        this layer's cache.
         Only the new slots are written, so a decode loop that carries the cache updates it in place.
         Returns (output, updated cache or None)."""
         dt = self.dtype
@@ -102,12 +122,11 @@ class Attention(nnx.Module):
         v_BTKH = constrain(v_BTKH, ("batch", "seq", "act_kv_heads", None))
         k_BKSH, v_BKSH = k_BTKH.transpose(0, 2, 1, 3), v_BTKH.transpose(0, 2, 1, 3)  # the matmuls' layout
         if kv_cache is not None:
-            k_all, v_all, layer = kv_cache
-            at = (layer, 0, 0, cache_index, 0)
-            k_all = jax.lax.dynamic_update_slice(k_all, k_BKSH[None].astype(k_all.dtype), at)
-            v_all = jax.lax.dynamic_update_slice(v_all, v_BKSH[None].astype(v_all.dtype), at)
-            k_BKSH, v_BKSH = k_all[layer], v_all[layer]  # keys are now every cached slot: S, not T
-            kv_cache = (k_all, v_all, layer)
+            k_group, v_group, layer = kv_cache
+            # keys are now every cached slot: S, not T
+            k_group, k_BKSH = write_slots(k_group, layer, k_BKSH, cache_index)
+            v_group, v_BKSH = write_slots(v_group, layer, v_BKSH, cache_index)
+            kv_cache = (k_group, v_group, layer)
 
         b, t, n, h = q_BTNH.shape  # keys may be longer (the cache): S
         # Query head i reads KV head i // groups: split N into (K, G) instead of repeating K and V.

@@ -65,8 +65,12 @@ class LayerStack(nnx.Module):
     def __call__(self, x_BTD, cos, sin, mask_BTS, token_mask_BT, kv_cache=None, cache_index=None):
         """Returns (x, (routing stats stacked per layer or None, updated (k, v) cache or None)).
 
-        The group's KV cache (`kv_cache=(k_LBKSH, v_LBKSH)`) travels in the loop carry with a layer counter: each
-        layer writes only its new slots, instead of the scan re-emitting the whole cache as a per-layer output."""
+        The group's KV cache (`kv_cache=(k, v)`, stacked or per-layer, see `KVCache`) travels in the loop carry
+        with a layer counter: each layer writes only its new slots, instead of the scan re-emitting the whole cache
+        as a per-layer output."""
+        unrolled = isinstance(self.layers, nnx.List) or not self.scan_layers
+        if kv_cache is not None and isinstance(kv_cache[0], tuple) and not unrolled:
+            raise ValueError("a per-layer KV cache (KVCache.per_layer) needs unrolled layers, e.g. a decode_view")
 
         def run_layer(carry, layer):
             x, kv = carry
@@ -75,11 +79,13 @@ class LayerStack(nnx.Module):
                 kv = (kv[0], kv[1], kv[2] + 1)
             return (x, kv), stats
 
-        if self.remat != "none":
+        if self.remat != "none" and kv_cache is None:  # remat only matters for gradients, not for decoding
             run_layer = nnx.remat(run_layer, policy=REMAT_POLICIES[self.remat], prevent_cse=not self.scan_layers)
-        carry = (x_BTD, None if kv_cache is None else (*kv_cache, jnp.zeros((), jnp.int32)))
+        # The counter stays a Python int when unrolled, so per-layer caches are indexed statically.
+        counter = 0 if unrolled else jnp.zeros((), jnp.int32)
+        carry = (x_BTD, None if kv_cache is None else (*kv_cache, counter))
 
-        if isinstance(self.layers, nnx.List) or not self.scan_layers:  # unrolled (compile time grows with depth)
+        if unrolled:  # compile time grows with depth
             per_layer = []
             for layer in self._per_layer():
                 carry, stats = run_layer(carry, layer)

@@ -120,6 +120,7 @@ def _generate(graphdef, params, prompts_BP, lengths_B, phase_B, knobs: _Knobs, t
     rows = b * n
     tables = tables._replace(budget=jnp.repeat(tables.budget, n))
     step_graphdef, step_params = nnx.split(decode_view(model))
+    cache = cache.per_layer()  # the decode view runs its layers unrolled
 
     def body(s: _Loop) -> _Loop:
         active = ~s.done
