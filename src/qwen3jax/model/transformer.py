@@ -121,21 +121,23 @@ def decode_view(model: "Qwen3") -> "Qwen3":
     for stack in view.stacks:
         stack.layers = nnx.List(stack._per_layer())
         for layer in stack.layers:
-            _make_output_major(layer.self_attn, ("q_proj", "k_proj", "v_proj", "o_proj"))
+            _make_output_major(layer.self_attn, {"q_proj": 1, "k_proj": 1, "v_proj": 1, "o_proj": 2})
             if not layer.is_moe:  # expert weights go through the dispatch kernels, not `project`
-                _make_output_major(layer.mlp, ("gate_proj", "up_proj", "down_proj"))
+                _make_output_major(layer.mlp, {"gate_proj": 1, "up_proj": 1, "down_proj": 1})
     if not model.config.tie_word_embeddings:  # a tied head is the embedding table, already [vocab, embed]
-        _make_output_major(view, ("lm_head",))
+        _make_output_major(view, {"lm_head": 1})
     return view
 
 
-def _make_output_major(module: nnx.Module, names: tuple[str, ...]) -> None:
-    """Replace the named weights (each one read through `project`) by `OutputMajor` copies."""
-    for name in names:
+def _make_output_major(module: nnx.Module, num_inputs: dict[str, int]) -> None:
+    """Replace the named weights (each one read through `project`, with that many leading input axes) by
+    `OutputMajor` copies."""
+    for name, n in num_inputs.items():
         weight = getattr(module, name)[...]
         # The barrier makes XLA materialise the transposed copy; otherwise it folds the transpose into the matmul,
         # which then reads the original layout again.
-        setattr(module, name, OutputMajor(jax.lax.optimization_barrier(weight.transpose(range(weight.ndim)[::-1]))))
+        order = [*range(n, weight.ndim), *range(n)]
+        setattr(module, name, OutputMajor(jax.lax.optimization_barrier(weight.transpose(order))))
 
 
 def positions_from_segments(segment_ids_BT: jax.Array) -> jax.Array:
