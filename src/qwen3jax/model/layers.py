@@ -53,15 +53,49 @@ def project(spec: str, x: jax.Array, weight: nnx.Variable, dtype, preferred_elem
     size = dict(zip(x_spec, x.shape)) | dict(zip(weight_spec, weight.shape))
     x_RC = x.reshape(-1, math.prod(size[a] for a in contracted))
     w = weight[...].astype(dtype)
-    dot = functools.partial(jax.lax.dot_general, preferred_element_type=preferred_element_type)
     if input_major:
-        y, y_axes = dot(x_RC, w.reshape(x_RC.shape[1], -1), (((1,), (0,)), ((), ()))), rows + w_out
+        y, y_axes = _cpu_matmul(x_RC, w.reshape(x_RC.shape[1], -1), preferred_element_type), rows + w_out
     elif x_RC.shape[0] > FEW_ROWS:
-        y, y_axes = dot(x_RC, w.reshape(-1, x_RC.shape[1]), (((1,), (1,)), ((), ()))), rows + w_out
+        y, y_axes = _dot(x_RC, w.reshape(-1, x_RC.shape[1]), 1, 1, preferred_element_type), rows + w_out
     else:  # the transpose below stays a separate (small) op: the reshape keeps XLA from folding it into the dot
-        y, y_axes = dot(w.reshape(-1, x_RC.shape[1]), x_RC, (((1,), (1,)), ((), ()))), w_out + rows
+        y, y_axes = _dot(w.reshape(-1, x_RC.shape[1]), x_RC, 1, 1, preferred_element_type), w_out + rows
     y = y.reshape([size[a] for a in y_axes])
     return jnp.transpose(y, [y_axes.index(a) for a in out])
+
+
+def _dot(a, b, contract_a: int, contract_b: int, preferred_element_type=None):
+    dims = (((contract_a,), (contract_b,)), ((), ()))
+    return jax.lax.dot_general(a, b, dims, preferred_element_type=preferred_element_type)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _matmul(x_RC, w_CO, preferred_element_type):
+    """x @ w whose weight gradient, on CPU, is a plain product of a materialised x^T: XLA:CPU runs the
+    contract-over-rows (transposed-left) product autodiff emits about 2x slower on a wide LM head (measured 47 vs
+    105 GFLOP/s for [4096, 512]^T x [4096, 16384]; a dense fwd+bwd step on the bench config is ~9% faster)."""
+    return _dot(x_RC, w_CO, 1, 0, preferred_element_type)
+
+
+def _cpu_matmul(x_RC, w_CO, preferred_element_type):
+    """`_matmul` on CPU only: elsewhere the compilers handle the transposed product well, and a plain product keeps
+    forward-mode autodiff (jvp) available, which a custom_vjp function does not support."""
+    if jax.default_backend() == "cpu":
+        return _matmul(x_RC, w_CO, preferred_element_type)
+    return _dot(x_RC, w_CO, 1, 0, preferred_element_type)
+
+
+def _matmul_fwd(x_RC, w_CO, preferred_element_type):
+    return _matmul(x_RC, w_CO, preferred_element_type), (x_RC, w_CO)
+
+
+def _matmul_bwd(preferred_element_type, residuals, g_RO):
+    x_RC, w_CO = residuals
+    # The barrier keeps XLA from folding the transpose back into the product.
+    dw_CO = _dot(jax.lax.optimization_barrier(x_RC.T), g_RO, 1, 0, w_CO.dtype)
+    return _dot(g_RO, w_CO, 1, 1, x_RC.dtype), dw_CO
+
+
+_matmul.defvjp(_matmul_fwd, _matmul_bwd)
 
 
 def ones_param(shape: tuple[int, ...], axes: tuple[str | None, ...], cfg: ModelConfig):
