@@ -71,7 +71,6 @@ class KVCache(NamedTuple):
             index=jnp.zeros((), jnp.int32),
         )
 
-
     def per_layer(self) -> "KVCache":
         """The same cache with every layer's keys and values as arrays of their own, for a decode loop over a
         `decode_view` (unrolled layers): each layer then updates and reads its own loop-carried buffer in place,
@@ -123,7 +122,7 @@ class Attention(nnx.Module):
         k_BKSH, v_BKSH = k_BTKH.transpose(0, 2, 1, 3), v_BTKH.transpose(0, 2, 1, 3)  # the matmuls' layout
         if kv_cache is not None:
             k_group, v_group, layer = kv_cache
-            # keys are now every cached slot: S, not T
+            # From here on the keys are every cached slot of this layer: S of them, not T.
             k_group, k_BKSH = write_slots(k_group, layer, k_BKSH, cache_index)
             v_group, v_BKSH = write_slots(v_group, layer, v_BKSH, cache_index)
             kv_cache = (k_group, v_group, layer)

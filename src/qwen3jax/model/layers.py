@@ -35,9 +35,9 @@ def project(spec: str, x: jax.Array, weight: nnx.Variable, dtype, preferred_elem
 
     `spec` names x's axes as rows then contracted axes (e.g. "BTD,DF->BTF"). The flattening matters for training:
     the weight gradient of a 3-D einsum contracts two axes, which XLA:CPU lowers with a transposed copy of the
-    activation gradient fused into the elementwise backward (about a sixth of a dense fwd+bwd step on the bench
-    config). An `OutputMajor` weight is read with its input axes last; a weight stored output axes first
-    (it, or a tied embedding table) is multiplied weight-first when x has at most `FEW_ROWS` rows.
+    activation gradient fused into the elementwise backward (~20% of a dense fwd+bwd step on the bench config).
+    An `OutputMajor` weight is read with its input axes last; a weight stored output axes first (it, or a tied
+    embedding table) is multiplied weight-first when x has at most `FEW_ROWS` rows.
     """
     x_spec, rest = spec.split(",")
     weight_spec, out = rest.split("->")
