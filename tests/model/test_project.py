@@ -47,8 +47,8 @@ def test_project_gradients_equal_einsum_gradients(dtype, accumulate):
     """The CPU path's custom weight gradient (a product of a materialised x^T) == autodiff of the einsum: exactly
     in fp32; in bf16 both are within bf16 round-off of the fp32 gradients of the same (rounded) inputs."""
     x = jax.random.normal(jax.random.key(0), (2, 5, 8)).astype(dtype)
-    w = jax.random.normal(jax.random.key(1), (8, 12)).astype(dtype).astype(jnp.float32)
-    cotangent = jax.random.normal(jax.random.key(2), (2, 5, 12))
+    w = jax.random.normal(jax.random.key(1), (8, 40)).astype(dtype).astype(jnp.float32)  # wide: the custom VJP
+    cotangent = jax.random.normal(jax.random.key(2), (2, 5, 40))
 
     def ours(x, w):
         return jnp.sum(project("BTD,DF->BTF", x, nnx.Param(w), dtype, preferred_element_type=accumulate) * cotangent)
