@@ -112,8 +112,8 @@ def decode_view(model: "Qwen3") -> "Qwen3":
 
     Why (XLA:CPU, measured on the bench config): a layer's slice of a stacked weight is a copy, and XLA does not
     hoist those copies out of a while loop, so a scanned or unrolled stack re-copies every weight on every decode
-    step; and skinny [rows, in] x [in, out] products stream an output-major weight about a third faster. The view
-    is for running only: its parameters keep the stacked `layers` sharding metadata and hold transposed copies, so
+    step; and skinny products stream an output-major weight about 2x faster, read weight-first by `project` (see
+    `layers.FEW_ROWS`). The view is for running only: its parameters keep the stacked `layers` sharding metadata and hold transposed copies, so
     do not save, shard or train it.
     """
     graphdef, state = nnx.split(model)
