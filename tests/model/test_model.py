@@ -81,6 +81,24 @@ def test_decode_view_matches_model(cfg, tied, shape):
     np.testing.assert_allclose(view_logits, forward(model, toks), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+@pytest.mark.parametrize("view", [False, True], ids=["model", "decode_view"])
+def test_head_slices_concatenate_to_the_logits(tied, view):
+    """`head(hidden, n)`: consecutive vocabulary slices (uneven: 128 = 43 + 43 + 42), also over a decode view's
+    output-major head, whose concatenation is the model's logits."""
+    cfg = DENSE.replace(tie_word_embeddings=tied)
+    model = build(cfg)
+    toks = tokens(cfg, (2, 9))
+
+    def sliced(m, t):
+        m = decode_view(m) if view else m
+        return m.head(m(t, head=False), 3)
+
+    slices = nnx.jit(sliced)(model, toks)
+    assert [s.shape[-1] for s in slices] == [43, 43, 42] and all(s.dtype == jnp.float32 for s in slices)
+    np.testing.assert_allclose(jnp.concatenate(slices, -1), forward(model, toks), rtol=1e-6, atol=1e-6)
+
+
 def test_layer_groups_follow_hf_sparsity_rule():
     cfg = MOE.replace(num_layers=6, decoder_sparse_step=2, mlp_only_layers=(3,))
     assert [cfg.layer_is_moe(i) for i in range(6)] == [False, True, False, False, False, True]

@@ -12,10 +12,10 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 from qwen3jax.model import ModelConfig, Qwen3
+from qwen3jax.train.losses import PretrainLoss, token_cross_entropy
 
 BENCH_DENSE = ModelConfig(
     vocab_size=16384, hidden_size=512, intermediate_size=1536, num_layers=4, num_heads=8, num_kv_heads=4,
@@ -62,19 +62,19 @@ def matmul_peak_flops(n: int = 2048, repeats: int = 7) -> float:
     return 2 * n**3 / best
 
 
-def _cross_entropy(logits, targets):
-    return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
-
-
 def ours_step(cfg: ModelConfig, tokens: np.ndarray) -> Callable[[], object]:
-    """One jitted forward+backward of our model on `tokens` (compiled on the first call)."""
+    """One jitted forward+backward of our model on `tokens` (compiled on the first call): mean next-token
+    cross-entropy, with the LM head in vocabulary slices as the training loss computes it."""
     model = Qwen3(cfg, rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(model, nnx.Param)
+    vocab_slices = PretrainLoss.vocab_slices
 
     @jax.jit
     def step(params, tokens):
         def loss(p):
-            return _cross_entropy(nnx.merge(graphdef, p)(tokens[:, :-1]), tokens[:, 1:])
+            model = nnx.merge(graphdef, p)
+            logit_slices = model.head(model(tokens[:, :-1], head=False), vocab_slices)
+            return token_cross_entropy(logit_slices, tokens[:, 1:]).ce.mean()
 
         return jax.value_and_grad(loss)(params)
 

@@ -263,12 +263,14 @@ class Trainer:
     def eval_function(self, state: TrainState):
         """Jitted sum of next-token cross-entropy and token count over one held-out batch (compiled once)."""
         c = self.config
+        vocab_slices = getattr(self.loss_fn, "vocab_slices", 1)  # the head computed as the training loss does
 
         def eval_step(params, batch):
-            logits = state.model(params)(batch["tokens"], batch["positions"], batch["segment_ids"])
+            model = state.model(params)
+            hidden = model(batch["tokens"], batch["positions"], batch["segment_ids"], head=False)
             targets, valid = next_token_targets(batch)
-            ce, _ = token_cross_entropy(logits, targets)
-            return jnp.sum(ce * valid), jnp.sum(valid)
+            scores = token_cross_entropy(model.head(hidden, vocab_slices), targets)
+            return jnp.sum(scores.ce * valid), jnp.sum(valid)
 
         param_shardings = jax.tree.map(lambda x: x.sharding, state.params)
         return jax.jit(eval_step, in_shardings=(param_shardings, self.batch_sharding((c.global_batch, c.seq_len))))

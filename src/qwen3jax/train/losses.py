@@ -11,8 +11,8 @@ and has two parts, both pure:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -38,11 +38,35 @@ def next_token_targets(batch: Batch) -> tuple[jax.Array, jax.Array]:
     return shifted(tokens), valid
 
 
-def token_cross_entropy(logits_BTV: jax.Array, targets_BT: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Per-token cross-entropy and log-partition (for z-loss), in fp32."""
-    log_z = jax.nn.logsumexp(logits_BTV, axis=-1)
-    target_logit = jnp.take_along_axis(logits_BTV, targets_BT[..., None], axis=-1)[..., 0]
-    return log_z - target_logit, log_z
+class TokenScores(NamedTuple):
+    """Per-token results of `token_cross_entropy`, all [B, T]."""
+
+    ce: jax.Array  # -log p(target), fp32
+    log_z: jax.Array  # log-partition (for z-loss), fp32
+    argmax: jax.Array  # the most likely token (for accuracy); not differentiable
+
+
+def token_cross_entropy(logit_slices: Sequence[jax.Array], targets_BT: jax.Array) -> TokenScores:
+    """Cross-entropy of fp32 logits given as consecutive vocabulary slices [B, T, V_i] (`Qwen3.head`). Each slice
+    is reduced on its own, so the whole [B, T, V] logits are never formed as one array; a single slice is the plain
+    computation."""
+    log_zs, target_logit, maxima, argmaxes = [], 0.0, [], []
+    start = 0
+    for logits in logit_slices:
+        size = logits.shape[-1]
+        log_zs.append(jax.nn.logsumexp(logits, axis=-1))
+        local_BT = targets_BT - start
+        picked_BT = jnp.take_along_axis(logits, jnp.clip(local_BT, 0, size - 1)[..., None], axis=-1)[..., 0]
+        target_logit = target_logit + jnp.where((local_BT >= 0) & (local_BT < size), picked_BT, 0.0)
+        best_BT = jnp.argmax(logits, axis=-1)
+        maxima.append(jax.lax.stop_gradient(jnp.take_along_axis(logits, best_BT[..., None], axis=-1)[..., 0]))
+        argmaxes.append(best_BT + start)
+        start += size
+    log_z = jax.nn.logsumexp(jnp.stack(log_zs), axis=0)
+    # First maximal slice, like argmax over the whole vocabulary (which picks the first maximal index).
+    winner = jnp.argmax(jnp.stack(maxima), axis=0)
+    argmax = jnp.take_along_axis(jnp.stack(argmaxes), winner[None], axis=0)[0]
+    return TokenScores(ce=log_z - target_logit, log_z=log_z, argmax=argmax)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,15 +76,20 @@ class PretrainLoss:
     balance_scope: "global" — expert frequencies f are summed over every micro-batch and data-parallel shard of
       the global batch before the product `E · Σ f·P` (Qwen3, SPEC §2); with several micro-batches this costs one
       extra forward pass per step to count the routing first. "micro" — HF's per-micro-batch loss, averaged.
+    vocab_slices: the LM head and cross-entropy run in this many vocabulary slices (`Qwen3.head`); same loss and
+      gradients, ~5% faster steps on XLA:CPU (bench configs), 1 = one [B, T, V] logits array.
     """
 
     z_loss: float = 0.0
     balance_coef: float = 0.001
     balance_scope: str = "global"
+    vocab_slices: int = 8
 
     def __post_init__(self):
         if self.balance_scope not in ("global", "micro"):
             raise ValueError(f"balance_scope must be 'global' or 'micro', got {self.balance_scope!r}")
+        if not isinstance(self.vocab_slices, int) or self.vocab_slices < 1:
+            raise ValueError(f"vocab_slices must be a positive integer, got {self.vocab_slices!r}")
 
     def context(self, model_fn, micro_batches: Batch) -> dict[str, jax.Array]:
         whole = {k: v.reshape(-1, *v.shape[2:]) for k, v in micro_batches.items()}
@@ -81,19 +110,20 @@ class PretrainLoss:
         return ctx
 
     def __call__(self, model, batch: Batch, ctx: Mapping[str, jax.Array]):
-        logits, stats = model(batch["tokens"], batch.get("positions"), batch["segment_ids"], return_stats=True)
+        hidden, stats = model(batch["tokens"], batch.get("positions"), batch["segment_ids"], return_stats=True,
+                              head=False)  # fmt: skip
         targets, valid = next_token_targets(batch)
-        ce, log_z = token_cross_entropy(logits, targets)
+        scores = token_cross_entropy(model.head(hidden, self.vocab_slices), targets)
         weight = valid.astype(jnp.float32) / ctx["num_targets"]
-        ce_loss = jnp.sum(ce * weight)
+        ce_loss = jnp.sum(scores.ce * weight)
         metrics = {
             "ce": ce_loss,
-            "accuracy": jnp.sum((jnp.argmax(logits, -1) == targets) * weight),
+            "accuracy": jnp.sum((scores.argmax == targets) * weight),
             "target_tokens": jnp.sum(valid).astype(jnp.float32),
         }
         loss = ce_loss
         if self.z_loss:
-            metrics["z_loss"] = self.z_loss * jnp.sum(log_z**2 * weight)
+            metrics["z_loss"] = self.z_loss * jnp.sum(scores.log_z**2 * weight)
             loss = loss + metrics["z_loss"]
         if stats.expert_counts.size and self.balance_coef:
             metrics["balance_loss"] = self.balance_coef * self._balance(stats, ctx)
@@ -115,5 +145,6 @@ class PretrainLoss:
 
 
 @LOSSES.register("pretrain")
-def pretrain(z_loss: float = 0.0, balance_coef: float = 0.001, balance_scope: str = "global") -> PretrainLoss:
-    return PretrainLoss(z_loss=z_loss, balance_coef=balance_coef, balance_scope=balance_scope)
+def pretrain(z_loss: float = 0.0, balance_coef: float = 0.001, balance_scope: str = "global",
+             vocab_slices: int = 8) -> PretrainLoss:  # fmt: skip
+    return PretrainLoss(z_loss=z_loss, balance_coef=balance_coef, balance_scope=balance_scope, vocab_slices=vocab_slices)

@@ -1,0 +1,73 @@
+"""The loss pieces: cross-entropy over vocabulary slices == over the whole vocabulary (values, argmax, gradients),
+and the pretraining loss is the same with and without slicing the LM head."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from qwen3jax.train.losses import PretrainLoss, token_cross_entropy
+
+from ..model.helpers import DENSE, MOE, build, tokens
+
+
+def _split(logits, sizes):
+    return jnp.split(logits, np.cumsum(sizes)[:-1], axis=-1)
+
+
+def test_sliced_cross_entropy_equals_whole_vocabulary():
+    logits = jax.random.normal(jax.random.key(0), (3, 5, 37)) * 4
+    targets = jax.random.randint(jax.random.key(1), (3, 5), 0, 37).at[0, :4].set(jnp.array([0, 9, 10, 36]))
+    # A tie across slices: argmax over the whole vocabulary picks the first maximal index, and so must the slices.
+    logits = logits.at[1, 2, 3].set(50.0).at[1, 2, 30].set(50.0)
+    sizes = [10, 9, 9, 9]
+    whole = token_cross_entropy([logits], targets)
+    sliced = token_cross_entropy(_split(logits, sizes), targets)
+    np.testing.assert_allclose(whole.ce, optax.softmax_cross_entropy_with_integer_labels(logits, targets), rtol=1e-6)
+    np.testing.assert_allclose(whole.log_z, jax.nn.logsumexp(logits, -1), rtol=1e-6)
+    np.testing.assert_array_equal(whole.argmax, jnp.argmax(logits, -1))
+    np.testing.assert_allclose(sliced.ce, whole.ce, rtol=1e-6)
+    np.testing.assert_allclose(sliced.log_z, whole.log_z, rtol=1e-6)
+    np.testing.assert_array_equal(sliced.argmax, whole.argmax)
+    assert sliced.argmax[1, 2] == 3
+
+    weights = jax.random.uniform(jax.random.key(2), (3, 5))
+    grad_whole = jax.grad(lambda x: jnp.sum(token_cross_entropy([x], targets).ce * weights))(logits)
+    grad_sliced = jax.grad(lambda x: jnp.sum(token_cross_entropy(_split(x, sizes), targets).ce * weights))(logits)
+    oracle = (jax.nn.softmax(logits) - jax.nn.one_hot(targets, 37)) * weights[..., None]
+    np.testing.assert_allclose(grad_whole, oracle, atol=1e-6)
+    np.testing.assert_allclose(grad_sliced, oracle, atol=1e-6)
+
+
+def _loss_and_grads(cfg, loss_fn, batch):
+    model = build(cfg)
+    graphdef, params = nnx.split(model, nnx.Param)
+    ctx = loss_fn.context(lambda: model, jax.tree.map(lambda x: x[None], batch))
+
+    def loss(p):
+        return loss_fn(nnx.merge(graphdef, p), batch, ctx)
+
+    (value, metrics), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+    return value, metrics, grads
+
+
+@pytest.mark.parametrize("cfg", [DENSE, DENSE.replace(tie_word_embeddings=True), MOE], ids=["untied", "tied", "moe"])
+def test_pretrain_loss_is_the_same_with_a_sliced_head(cfg):
+    toks = tokens(cfg, (2, 12))
+    segments = jnp.array([[1] * 7 + [2] * 5, [1] * 10 + [0] * 2])
+    batch = {"tokens": toks, "segment_ids": segments, "loss_mask": (segments > 0).astype(jnp.int32)}
+    ref_value, ref_metrics, ref_grads = _loss_and_grads(cfg, PretrainLoss(vocab_slices=1, z_loss=1e-2), batch)
+    value, metrics, grads = _loss_and_grads(cfg, PretrainLoss(vocab_slices=5, z_loss=1e-2), batch)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-6)
+    assert metrics.keys() == ref_metrics.keys()
+    for key in ref_metrics:
+        np.testing.assert_allclose(metrics[key], ref_metrics[key], rtol=1e-6, err_msg=key)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads, ref_grads)
+
+
+@pytest.mark.parametrize("bad", [0, -2, 2.5])
+def test_vocab_slices_must_be_a_positive_integer(bad):
+    with pytest.raises(ValueError, match="vocab_slices must be a positive integer"):
+        PretrainLoss(vocab_slices=bad)
