@@ -99,6 +99,13 @@ def test_head_slices_concatenate_to_the_logits(tied, view):
     np.testing.assert_allclose(jnp.concatenate(slices, -1), forward(model, toks), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("bad", [0, DENSE.vocab_size + 1])
+def test_head_rejects_slice_counts_outside_the_vocabulary(bad):
+    model = build(DENSE)
+    with pytest.raises(ValueError, match=r"vocab_slices must be in \[1, vocab_size=128\]"):
+        model.head(jnp.zeros((1, 2, DENSE.hidden_size)), bad)
+
+
 def test_layer_groups_follow_hf_sparsity_rule():
     cfg = MOE.replace(num_layers=6, decoder_sparse_step=2, mlp_only_layers=(3,))
     assert [cfg.layer_is_moe(i) for i in range(6)] == [False, True, False, False, False, True]

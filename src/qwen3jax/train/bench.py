@@ -15,7 +15,8 @@ from flax import nnx
 from experiments import pretrain_s1
 from qwen3jax.model import ModelConfig, Qwen3
 from qwen3jax.model.bench import (
-    BATCH, BENCH_DENSE, BENCH_MOE, ROUNDS, SEQ, alternating, hf_loss, hf_model, matmul_peak_flops,
+    BATCH, BENCH_DENSE, BENCH_MOE, ROUNDS, SEQ, add_fractions_of_peak, alternating, hf_loss, hf_model,
+    matmul_peak_flops,
 )
 from qwen3jax.train.losses import LOSSES
 from qwen3jax.train.optim import make_optimizer
@@ -78,18 +79,19 @@ def compile_seconds(cfg: ModelConfig) -> float:
 
 
 def run() -> list[dict]:
-    peak = matmul_peak_flops()
-    print(f"fp32 matmul peak (XLA, 2048^3): {peak / 1e9:,.1f} GFLOP/s", flush=True)
+    peak_before = matmul_peak_flops()
+    print(f"fp32 matmul peak (XLA, 2048^3): {peak_before / 1e9:,.1f} GFLOP/s", flush=True)
     rows = []
     for name, cfg in [("dense", BENCH_DENSE), ("moe", BENCH_MOE)]:
         tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, (BATCH, SEQ))
         n_tokens = BATCH * (SEQ - 1)  # the step predicts SEQ-1 positions per row
         ours, hf, ratio = alternating(ours_train(cfg, tokens), hf_train(cfg, tokens), ROUNDS)
-        frac = cfg.flops_per_token(SEQ) * BATCH * SEQ / ours / peak
+        gflop_s = cfg.flops_per_token(SEQ) * BATCH * SEQ / ours / 1e9
         rows.append({"config": name, "ours_tok_s": n_tokens / ours, "hf_tok_s": n_tokens / hf, "ratio": ratio,
-                     "fraction_of_peak": frac})  # fmt: skip
+                     "gflop_s": gflop_s})  # fmt: skip
         print(f"train step {name:5s} batch {BATCH}x{SEQ}: ours {n_tokens / ours:,.0f} tok/s, HF+torch AdamW "
-              f"{n_tokens / hf:,.0f} tok/s, ratio {ratio:.2f}x, {frac:.0%} of matmul peak", flush=True)  # fmt: skip
+              f"{n_tokens / hf:,.0f} tok/s, ratio {ratio:.2f}x, {gflop_s:,.1f} GFLOP/s", flush=True)  # fmt: skip
+    add_fractions_of_peak(rows, peak_before)
     shallow = compile_seconds(BENCH_DENSE.replace(num_layers=4))
     deep = compile_seconds(BENCH_DENSE.replace(num_layers=48))
     print(f"train step compile: 4 layers {shallow:.1f}s, 48 layers {deep:.1f}s, ratio {deep / shallow:.2f}", flush=True)
