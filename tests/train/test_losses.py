@@ -8,9 +8,11 @@ import optax
 import pytest
 from flax import nnx
 
+from qwen3jax.train.loop import Trainer
 from qwen3jax.train.losses import PretrainLoss, token_cross_entropy
 
 from ..model.helpers import DENSE, MOE, build, tokens
+from .helpers import tiny_config
 
 
 def _split(logits, sizes):
@@ -71,3 +73,8 @@ def test_pretrain_loss_is_the_same_with_a_sliced_head(cfg):
 def test_vocab_slices_must_be_a_positive_integer(bad):
     with pytest.raises(ValueError, match="vocab_slices must be a positive integer"):
         PretrainLoss(vocab_slices=bad)
+
+
+def test_the_experiment_config_sets_vocab_slices(tmp_path):
+    assert Trainer(tiny_config(), tmp_path / "a").loss_fn.vocab_slices == 8
+    assert Trainer(tiny_config(**{"loss.vocab_slices": 3}), tmp_path / "b").loss_fn.vocab_slices == 3

@@ -114,8 +114,8 @@ def decode_view(model: "Qwen3") -> "Qwen3":
     Why (XLA:CPU, measured on the bench config): a layer's slice of a stacked weight is a copy, and XLA does not
     hoist those copies out of a while loop, so a scanned or unrolled stack re-copies every weight on every decode
     step; and skinny products stream an output-major weight about 2x faster, read weight-first by `project` (see
-    `layers.FEW_ROWS`). The view is for running only: its parameters keep the stacked `layers` sharding metadata and hold transposed copies, so
-    do not save, shard or train it.
+    `layers.FEW_ROWS`). The view is for running only: its parameters keep the stacked `layers` sharding metadata
+    and hold transposed copies, so do not save, shard or train it.
     """
     graphdef, state = nnx.split(model)
     view = nnx.merge(graphdef, state)
@@ -228,7 +228,7 @@ class Qwen3(nnx.Module):
         vocabulary slices [B, T, V_i] (sizes as `numpy.array_split`), one matmul each.
 
         A loss that reduces each slice on its own (`losses.token_cross_entropy`) then never forms the [B, T, V]
-        logits as one array: on XLA:CPU 8 slices make the head + cross-entropy of the bench config ~15% faster
+        logits as one array: on XLA:CPU 8 slices make the head + cross-entropy of the bench config ~17% faster
         (narrower GEMMs, fewer passes over a 268 MB array); the gradient of the split is a concatenation.
         """
         if not 1 <= vocab_slices <= self.config.vocab_size:

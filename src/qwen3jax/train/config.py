@@ -46,7 +46,9 @@ def pretrain_config(stage: str, variant: str, reason: str) -> ml_collections.Con
     c.steps = 200 if tiny else 100_000
     c.seed = 0
     c.init_from = ""  # checkpoint step dir, checkpoints dir or run dir to take the weights from
-    c.loss = ml_collections.ConfigDict({"name": "pretrain", "z_loss": 1e-4, "balance_coef": 1e-3, "balance_scope": "global"})
+    c.loss = ml_collections.ConfigDict(
+        {"name": "pretrain", "z_loss": 1e-4, "balance_coef": 1e-3, "balance_scope": "global", "vocab_slices": 8}
+    )
     c.optim = ml_collections.ConfigDict(
         {
             "schedule": "cosine",  # cosine | wsd
