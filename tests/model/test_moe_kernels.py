@@ -21,7 +21,7 @@ def _inputs(seed=0, skew=False):
     return x, idx, w, params
 
 
-KERNELS = [("sorted", 8), ("sorted", 64), ("ragged", 0), ("megablox", 0)]
+KERNELS = [("sorted", 8), ("sorted", 64), ("looped", 8), ("looped", 64), ("ragged", 0), ("megablox", 0)]
 
 
 @pytest.mark.parametrize("name,block", KERNELS)
@@ -42,9 +42,27 @@ def test_kernel_matches_oracle(name, block, skew):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
-def test_sorted_kernel_under_jit_and_all_tokens_one_expert():
+@pytest.mark.parametrize("name", ["sorted", "looped"])
+def test_blocked_kernels_under_jit_and_all_tokens_one_expert(name):
     x, _, w, params = _inputs()
     idx = jnp.stack([jnp.zeros(S, jnp.int32), jnp.ones(S, jnp.int32)], axis=1)
     want = get_kernel("naive", 0)(x, idx, w, *params)
-    got = jax.jit(get_kernel("sorted", 8))(x, idx, w, *params)
+    got = jax.jit(get_kernel(name, 8))(x, idx, w, *params)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_looped_kernel_in_bfloat16_keeps_dtypes_and_tracks_the_fp32_oracle():
+    x, idx, w, params = _inputs(skew=True)
+
+    def grads(kernel, dtype):
+        def f(x, w, *p):
+            return jnp.sum(jnp.sin(kernel(x, idx, w, *p).astype(jnp.float32)))
+
+        args = [a.astype(dtype) for a in (x, w, *params)]
+        return jax.jit(jax.grad(f, argnums=(0, 1, 2, 3, 4)))(*args)
+
+    got = grads(get_kernel("looped", 8), jnp.bfloat16)
+    want = grads(get_kernel("naive", 0), jnp.float32)
+    for g, r in zip(got, want):
+        assert g.dtype == jnp.bfloat16
+        np.testing.assert_allclose(g.astype(jnp.float32), r, rtol=5e-2, atol=5e-2 * float(jnp.abs(r).max()))

@@ -53,9 +53,9 @@ class ModelConfig:
     norm_topk_prob: bool = True  # renormalise the top-k router probabilities to sum to 1
     decoder_sparse_step: int = 1  # layer i is MoE when (i + 1) % step == 0 ...
     mlp_only_layers: tuple[int, ...] = ()  # ... and i is not listed here
-    moe_kernel: str = "sorted"  # dispatch kernel (model/moe.py): naive | sorted | ragged | megablox
-    # Most rows per block of the sorted kernel (padding waste vs. weight gathers): 256 is 20-25% faster than 64 on
-    # the MoE bench config on CPU; the kernel caps it at the average expert group of the batch.
+    moe_kernel: str = "looped"  # dispatch kernel (model/moe.py): naive | sorted | looped | ragged | megablox
+    # Most rows per block of the sorted/looped kernels (padding waste vs. per-block overhead); the kernels cap it at
+    # the average expert group of the batch.
     moe_block_size: int = 256
     # Numerics and compilation.
     param_dtype: str = "float32"  # storage dtype of the weights
@@ -188,7 +188,7 @@ class ModelConfig:
 
 
 _REMAT_NAMES = {"none", "full", "dots", "dots_no_batch"}
-_MOE_KERNEL_NAMES = {"naive", "sorted", "ragged", "megablox"}
+_MOE_KERNEL_NAMES = {"naive", "sorted", "looped", "ragged", "megablox"}
 
 
 def _dense(hidden, ffn, layers, heads, kv, tied) -> ModelConfig:

@@ -5,8 +5,11 @@ Kernels share one signature, `kernel(x_SD, expert_SK, weight_SK, w_gate_EDF, w_u
 (S tokens, K = top-k slots), and are proven equal to `naive` in tests:
 
 - `naive`    every expert on every token, masked: E× the FLOPs; the test oracle.
-- `sorted`   slots sorted by expert into blocks of `moe_block_size` rows, each block one expert; a batched matmul
-             against per-block gathered weights. Portable, dropless, ~1.1× the useful FLOPs: the CPU default.
+- `sorted`   slots sorted by expert into blocks of `moe_block_size` rows, each block one expert; one batched matmul
+             over every block of the static bound against per-block gathered weights. Portable and GSPMD-friendly.
+- `looped`   the same blocks, but a loop over only the blocks in use, each a plain matmul against its expert's
+             weights in place, with a hand-written backward loop: the CPU default (~25% faster than `sorted` on
+             the MoE bench layer, where ~80 of the bound's 96 blocks are used).
 - `ragged`   `jax.lax.ragged_dot` over expert groups (GPU/TPU; on XLA:CPU it lowers to a masked dense dot, ~10× slow).
 - `megablox` the Pallas TPU grouped matmul (`interpret` mode off TPU, for testing only).
 
@@ -16,6 +19,7 @@ routed slots and per-expert sums of router probabilities over the real (unmasked
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -69,55 +73,139 @@ def _sort_slots(expert_SK: jax.Array, num_experts: int) -> _Sorted:
     return _Sorted(order, order // expert_SK.shape[1], group_sizes)
 
 
-def _combine(y_sorted_RD, sort: _Sorted, weight_SK):
-    """Undo the sort and sum each token's K expert outputs weighted by the router."""
+def _combine_slots(y_RD, weight_SK):
+    """Sum each token's K expert outputs (rows in slot order, slot = token * K + k) weighted by the router."""
     s, k = weight_SK.shape
-    y_slots_RD = y_sorted_RD[jnp.argsort(sort.order_R)]
-    return jnp.einsum("SKD,SK->SD", y_slots_RD.reshape(s, k, -1), weight_SK.astype(y_slots_RD.dtype))
+    return jnp.einsum("SKD,SK->SD", y_RD.reshape(s, k, -1), weight_SK.astype(y_RD.dtype))
+
+
+def _combine(y_sorted_RD, sort: _Sorted, weight_SK):
+    """Undo the sort, then `_combine_slots`."""
+    return _combine_slots(y_sorted_RD[jnp.argsort(sort.order_R)], weight_SK)
+
+
+class _Blocks(NamedTuple):
+    """Sorted slots padded to whole blocks per expert: block n holds slots of expert `block_expert_N[n]` only."""
+
+    slot_NB: jax.Array  # [N, B] int32 flat slot (token * K + k) of each row; R (= S * K, out of range) for padding
+    block_expert_N: jax.Array  # [N] int32; trailing unused blocks get a valid expert and only padding rows
+    num_used: jax.Array  # [] int32 blocks that hold any slots (the first num_used of the N)
+
+
+def _block_layout(sort: _Sorted, max_block_size: int) -> _Blocks:
+    num_experts, num_slots = sort.group_sizes_E.shape[0], sort.order_R.shape[0]
+    # Blocks no larger than an average expert's group (a power of two, at least 8 rows): bigger ones only add
+    # padding, which on a small batch would outweigh the real rows.
+    average_group = max(num_slots // num_experts, 1)
+    block_size = min(max_block_size, max(8, 1 << (average_group - 1).bit_length()))
+    # Static bound on padded rows: each expert wastes < block_size rows.
+    num_blocks = -(-(num_slots + num_experts * (block_size - 1)) // block_size)
+    blocks_E = -(-sort.group_sizes_E // block_size)
+    block_end_E = jnp.cumsum(blocks_E)
+    block_start_E = block_end_E - blocks_E
+    slot_start_E = jnp.cumsum(sort.group_sizes_E) - sort.group_sizes_E
+    block_expert_N = jnp.minimum(jnp.searchsorted(block_end_E, jnp.arange(num_blocks), side="right"), num_experts - 1)
+    # Row r of the padded layout ← sorted slot `slot_start + offset` when offset < group size, else padding.
+    row = jnp.arange(num_blocks * block_size)
+    row_expert = block_expert_N[row // block_size]
+    offset = row - block_start_E[row_expert] * block_size
+    valid = offset < sort.group_sizes_E[row_expert]
+    slot = jnp.where(valid, sort.order_R[jnp.where(valid, slot_start_E[row_expert] + offset, 0)], num_slots)
+    return _Blocks(slot.reshape(num_blocks, block_size), block_expert_N, block_end_E[-1])
+
+
+def _gather_rows(rows_XD, index):
+    """rows_XD[index] with out-of-range indices (padding rows) reading zeros."""
+    return rows_XD.at[index].get(mode="fill", fill_value=0)
 
 
 def make_sorted_kernel(max_block_size: int):
-    """Block-sorted dispatch: every expert's slots are padded to whole blocks; block b runs expert `block_expert[b]`.
-
-    Each block gathers its expert's weights, so larger blocks mean fewer weight copies but more padding rows."""
+    """Block-sorted dispatch as one batched matmul over all N blocks of the static bound (used or not), each block
+    against its expert's gathered weights: larger blocks mean fewer weight copies but more padding rows."""
 
     def kernel(x_SD, expert_SK, weight_SK, w_gate_EDF, w_up_EDF, w_down_EFD):
-        num_experts = w_gate_EDF.shape[0]
-        num_slots = expert_SK.size
-        sort = _sort_slots(expert_SK, num_experts)
-        # Blocks no larger than an average expert's group (a power of two, at least 8 rows): bigger ones only add
-        # padding, which on a small batch would outweigh the real rows.
-        average_group = max(num_slots // num_experts, 1)
-        block_size = min(max_block_size, max(8, 1 << (average_group - 1).bit_length()))
-        # Static bound on padded rows: each expert wastes < block_size rows.
-        num_blocks = -(-(num_slots + num_experts * (block_size - 1)) // block_size)
-        blocks_E = -(-sort.group_sizes_E // block_size)
-        block_end_E = jnp.cumsum(blocks_E)
-        block_start_E = block_end_E - blocks_E
-        slot_start_E = jnp.cumsum(sort.group_sizes_E) - sort.group_sizes_E
-        # Which expert owns each block; trailing unused blocks get a valid expert and all-invalid rows.
-        block_expert_N = jnp.minimum(
-            jnp.searchsorted(block_end_E, jnp.arange(num_blocks), side="right"), num_experts - 1
-        )
-        # Row r of the padded layout ← sorted slot `slot_start + offset` when offset < group size, else padding.
-        row = jnp.arange(num_blocks * block_size)
-        row_expert = block_expert_N[row // block_size]
-        offset = row - block_start_E[row_expert] * block_size
-        valid = offset < sort.group_sizes_E[row_expert]
-        sorted_pos = jnp.where(valid, slot_start_E[row_expert] + offset, 0)
-        x_rows = jnp.where(valid[:, None], x_SD[sort.token_R[sorted_pos]], 0).reshape(num_blocks, block_size, -1)
-
+        top_k = expert_SK.shape[1]
+        blocks = _block_layout(_sort_slots(expert_SK, w_gate_EDF.shape[0]), max_block_size)
+        x_NBD, experts = _gather_rows(x_SD, blocks.slot_NB // top_k), blocks.block_expert_N
         h_NBF = _swiglu(
-            jnp.einsum("NBD,NDF->NBF", x_rows, w_gate_EDF[block_expert_N]),
-            jnp.einsum("NBD,NDF->NBF", x_rows, w_up_EDF[block_expert_N]),
+            jnp.einsum("NBD,NDF->NBF", x_NBD, w_gate_EDF[experts]),
+            jnp.einsum("NBD,NDF->NBF", x_NBD, w_up_EDF[experts]),
         )
-        y_rows = jnp.einsum("NBF,NFD->NBD", h_NBF, w_down_EFD[block_expert_N]).reshape(num_blocks * block_size, -1)
-        # Sorted slot j sits at padded row block_start[e]*B + (j - slot_start[e]) for its expert e.
-        expert_R = jnp.repeat(jnp.arange(num_experts), sort.group_sizes_E, total_repeat_length=num_slots)
-        row_of_sorted = block_start_E[expert_R] * block_size + jnp.arange(num_slots) - slot_start_E[expert_R]
-        return _combine(y_rows[row_of_sorted], sort, weight_SK)
+        y_NBD = jnp.einsum("NBF,NFD->NBD", h_NBF, w_down_EFD[experts])
+        y_RD = jnp.zeros((expert_SK.size, x_SD.shape[1]), y_NBD.dtype).at[blocks.slot_NB].set(y_NBD, mode="drop")
+        return _combine_slots(y_RD, weight_SK)
 
     return kernel
+
+
+def make_looped_kernel(max_block_size: int):
+    """Block-sorted dispatch as a loop over only the blocks in use, each gathering its rows and running plain
+    matmuls against its expert's weights in place: no weight copies, no padded [N, B, D] copies of the tokens, and
+    none of the static bound's unused blocks (on the MoE bench config ~80 of 96 are used). Forward and backward are
+    explicit loops (`_expert_blocks`)."""
+
+    def kernel(x_SD, expert_SK, weight_SK, w_gate_EDF, w_up_EDF, w_down_EFD):
+        blocks = _block_layout(_sort_slots(expert_SK, w_gate_EDF.shape[0]), max_block_size)
+        y_RD = _expert_blocks(expert_SK.shape[1], x_SD, *blocks, w_gate_EDF, w_up_EDF, w_down_EFD)
+        return _combine_slots(y_RD, weight_SK)
+
+    return kernel
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _expert_blocks(top_k, x_SD, slot_NB, block_expert_N, num_used, w_gate_EDF, w_up_EDF, w_down_EFD):
+    """[S * K, D] expert outputs in slot order: for each used block n, SwiGLU expert `block_expert_N[n]` applied
+    to the tokens of its slots. A loop with a traced trip count cannot be reverse-differentiated by JAX, hence the
+    hand-written backward."""
+    return _expert_blocks_fwd(top_k, x_SD, slot_NB, block_expert_N, num_used, w_gate_EDF, w_up_EDF, w_down_EFD)[0]
+
+
+def _expert_blocks_fwd(top_k, x_SD, slot_NB, block_expert_N, num_used, w_gate_EDF, w_up_EDF, w_down_EFD):
+    num_blocks, block_size = slot_NB.shape
+    hidden_NBF = jnp.zeros((num_blocks, block_size, w_gate_EDF.shape[2]), x_SD.dtype)
+
+    def block(n, carry):
+        y_RD, gate_NBF, up_NBF = carry
+        expert, slot_B = block_expert_N[n], slot_NB[n]
+        x_BD = _gather_rows(x_SD, slot_B // top_k)
+        gate_BF, up_BF = x_BD @ w_gate_EDF[expert], x_BD @ w_up_EDF[expert]
+        y_RD = y_RD.at[slot_B].set(_swiglu(gate_BF, up_BF) @ w_down_EFD[expert], mode="drop")
+        return y_RD, gate_NBF.at[n].set(gate_BF), up_NBF.at[n].set(up_BF)
+
+    y_RD = jnp.zeros((x_SD.shape[0] * top_k, x_SD.shape[1]), x_SD.dtype)
+    y_RD, gate_NBF, up_NBF = jax.lax.fori_loop(0, num_used, block, (y_RD, hidden_NBF, hidden_NBF))
+    return y_RD, (x_SD, slot_NB, block_expert_N, num_used, w_gate_EDF, w_up_EDF, w_down_EFD, gate_NBF, up_NBF)
+
+
+def _expert_blocks_bwd(top_k, residuals, dy_RD):
+    x_SD, slot_NB, block_expert_N, num_used, w_gate_EDF, w_up_EDF, w_down_EFD, gate_NBF, up_NBF = residuals
+    f32 = jnp.float32
+
+    def block(n, carry):
+        dx_SD, dw_gate, dw_up, dw_down = carry
+        expert, slot_B, gate_BF, up_BF = block_expert_N[n], slot_NB[n], gate_NBF[n], up_NBF[n]
+        x_BD, dy_BD = _gather_rows(x_SD, slot_B // top_k), _gather_rows(dy_RD, slot_B)
+        sigmoid_BF = jax.nn.sigmoid(gate_BF)
+        silu_BF = gate_BF * sigmoid_BF
+        dh_BF = dy_BD @ w_down_EFD[expert].T
+        dup_BF = dh_BF * silu_BF
+        dgate_BF = dh_BF * up_BF * (sigmoid_BF + silu_BF * (1 - sigmoid_BF))  # silu'(g) = σ(g) (1 + g (1 - σ(g)))
+        dx_BD = dgate_BF @ w_gate_EDF[expert].T + dup_BF @ w_up_EDF[expert].T
+        dx_SD = dx_SD.at[slot_B // top_k].add(dx_BD, mode="drop")
+        # Weight gradients summed over blocks in fp32, whatever the compute dtype.
+        dw_down = dw_down.at[expert].add(jnp.dot((silu_BF * up_BF).T, dy_BD, preferred_element_type=f32))
+        dw_gate = dw_gate.at[expert].add(jnp.dot(x_BD.T, dgate_BF, preferred_element_type=f32))
+        dw_up = dw_up.at[expert].add(jnp.dot(x_BD.T, dup_BF, preferred_element_type=f32))
+        return dx_SD, dw_gate, dw_up, dw_down
+
+    weights = (w_gate_EDF, w_up_EDF, w_down_EFD)
+    init = (jnp.zeros_like(x_SD), *(jnp.zeros(w.shape, f32) for w in weights))
+    dx_SD, *dw = jax.lax.fori_loop(0, num_used, block, init)
+    # The slot table, block experts and their count are integers: no cotangent.
+    return (dx_SD, None, None, None, *(g.astype(w.dtype) for g, w in zip(dw, weights)))
+
+
+_expert_blocks.defvjp(_expert_blocks_fwd, _expert_blocks_bwd)
 
 
 def ragged_kernel(x_SD, expert_SK, weight_SK, w_gate_EDF, w_up_EDF, w_down_EFD):
@@ -155,8 +243,10 @@ def _round_up(x: int, m: int) -> int:
 
 
 def get_kernel(name: str, block_size: int) -> Callable:
-    kernels = {"naive": naive_kernel, "ragged": ragged_kernel, "megablox": megablox_kernel}
-    return make_sorted_kernel(block_size) if name == "sorted" else kernels[name]
+    blocked = {"sorted": make_sorted_kernel, "looped": make_looped_kernel}
+    if name in blocked:
+        return blocked[name](block_size)
+    return {"naive": naive_kernel, "ragged": ragged_kernel, "megablox": megablox_kernel}[name]
 
 
 # ---- layer ---------------------------------------------------------------------------------------------------------
