@@ -79,7 +79,7 @@ def test_chat_repl_streams_replies_and_keeps_history(files):
     # The same two turns by hand: greedy replies to the rendered history (thinking, then non-thinking).
     def reply(messages, thinking):
         prompt = tokenizer.encode(apply_chat_template(messages, add_generation_prompt=True, enable_thinking=thinking))
-        ids = generate(model, [prompt], max_new_tokens=8, stop_ids=stops).tokens[0]
+        ids = generate(model, [prompt], max_new_tokens=8, stop_ids=stops, vocab_limit=tokenizer.vocab_size).tokens[0]
         return tokenizer.decode([t for t in ids if t not in stops])
 
     first = reply([{"role": "user", "content": "hello there"}], True)

@@ -131,6 +131,8 @@ def test_bucketing_avoids_recompiles(dense):
         ([[1]], dict(presence_penalty=float("nan")), "presence_penalty must be finite"),
         ([[1]], dict(stop_ids=[-1]), r"stop_ids: \[-1\] are not token ids"),
         ([[1]], dict(max_new_tokens=4096), "exceeds the model's max_position_embeddings=4096"),
+        ([[1]], dict(vocab_limit=0), r"vocab_limit must be None or an int in \[1, 128\], got 0"),
+        ([[1]], dict(vocab_limit=129), r"vocab_limit must be None or an int in \[1, 128\], got 129"),
     ],
 )
 def test_invalid_arguments_raise_before_any_work(dense, prompts, kwargs, match):

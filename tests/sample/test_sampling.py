@@ -93,3 +93,23 @@ def test_sampling_is_seeded(sampled):
     np.testing.assert_array_equal(np.concatenate(again.logprobs), np.concatenate(result.logprobs))
     other = generate(model, PROMPTS, max_new_tokens=STEPS, n=N, seed=8, **KNOBS)
     assert other.tokens != result.tokens
+
+
+def test_vocab_limit_keeps_padded_ids_out():
+    """Ids at or past `vocab_limit` (a padded vocabulary's unused rows) are never generated: greedy takes the argmax of
+    the ids below it, sampling draws from the distribution over them alone; raw log-probs stay the full model's."""
+    model, limit = build(PEAKED, seed=5), 64
+    unlimited = generate(model, PROMPTS, max_new_tokens=STEPS)
+    assert max(max(tokens) for tokens in unlimited.tokens) >= limit  # the limit binds: the test is not vacuous
+    greedy = generate(model, PROMPTS, max_new_tokens=STEPS, vocab_limit=limit)
+    sampled = generate(model, PROMPTS, max_new_tokens=STEPS, n=N, seed=7, vocab_limit=limit, **KNOBS)
+    for i, tokens in enumerate(greedy.tokens):
+        logits = step_logits(model, PROMPTS[i], tokens, width=32)
+        assert tokens == [int(np.argmax(step[:limit])) for step in logits[: len(tokens)]]
+    for i, tokens in enumerate(sampled.tokens):
+        logits = step_logits(model, PROMPTS[i // N], tokens, width=32)
+        for t, token in enumerate(tokens):
+            assert token < limit
+            ref = sampling_log_probs(logits[t][:limit], set(tokens[:t]), **KNOBS)
+            assert sampled.logprobs[i][t] == pytest.approx(ref[token], abs=1e-4)
+            assert sampled.raw_logprobs[i][t] == pytest.approx(log_softmax(logits[t])[token], abs=1e-4)

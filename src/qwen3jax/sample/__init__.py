@@ -3,7 +3,8 @@ n samples per prompt sharing one prefill, per-row stop ids and thinking budgets,
 
     from qwen3jax.sample import ThinkingTokens, generate
     result = generate(model, [prompt_ids], max_new_tokens=256, temperature=0.6, top_p=0.95, top_k=20,
-                      stop_ids=[im_end_id], thinking_budget=128, thinking=ThinkingTokens.from_tokenizer(tok))
+                      stop_ids=[im_end_id], thinking_budget=128, thinking=ThinkingTokens.from_tokenizer(tok),
+                      vocab_limit=tok.vocab_size)
     result.tokens[0], result.logprobs[0], result.raw_logprobs[0], result.finish_reason[0]
 """
 

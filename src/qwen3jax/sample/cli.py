@@ -106,7 +106,8 @@ class ChatModel:
         """The assistant's reply(s) to a rendered chat prompt, ending at the end of the turn."""
         return generate(
             self.model, [list(prompt_ids)], n=n, stop_ids=self.stop_ids, thinking_budget=args.budget,
-            thinking=self.think, stream=stream, **decoding_kwargs(args, thinking),
+            thinking=self.think, stream=stream, vocab_limit=self.tokenizer.vocab_size,
+            **decoding_kwargs(args, thinking),
         )
 
     def split_thinking(self, ids: Sequence[int], prompt_ids: Sequence[int]) -> tuple[list[int] | None, list[int]]:

@@ -62,6 +62,7 @@ class _Knobs(NamedTuple):
     top_p: jax.Array  # [] float32
     presence_penalty: jax.Array  # [] float32
     stop_ids: jax.Array  # [Ks] int32, padded with -1
+    vocab_limit: jax.Array  # [] int32: ids >= it are never generated
 
 
 class _Loop(NamedTuple):
@@ -129,7 +130,8 @@ def _generate(graphdef, params, prompts_BP, lengths_B, phase_B, knobs: _Knobs, t
         segments = active[:, None].astype(jnp.int32)  # finished rows: padding, attended by no real token
         logits_R1V, cache = model(s.token[:, None], positions=s.position[:, None], segment_ids=segments, cache=s.cache)
         logits_RV = logits_R1V[:, 0]
-        penalized_RV = penalize(logits_RV, s.seen, knobs.presence_penalty)
+        real_RV = jnp.where(jnp.arange(logits_RV.shape[-1]) < knobs.vocab_limit, logits_RV, -jnp.inf)
+        penalized_RV = penalize(real_RV, s.seen, knobs.presence_penalty)
         token, logprob = choose(
             jax.random.fold_in(key, s.step), penalized_RV, static.filters, knobs.temperature, knobs.top_p
         )
@@ -200,6 +202,7 @@ def generate(
     thinking: ThinkingTokens | None = None,
     seed: int = 0,
     stream: StreamFn | None = None,
+    vocab_limit: int | None = None,
 ) -> GenerationResult:
     """Generate up to `max_new_tokens` tokens after each prompt (lists of token ids), `n` samples per prompt.
 
@@ -212,6 +215,9 @@ def generate(
     stream: called after every decode step from inside the compiled loop (`jax.debug.callback`) with that step's
       tokens [B*n] and which rows emitted one; pass the same callable each time to reuse the compiled program.
       Single device only.
+    vocab_limit: only ids below it are generated: the tokenizer's size when the model's vocabulary is padded past
+      it (Qwen3's 151,936 embedding rows hold 151,669 tokens; the rest are untrained and undecodable). None: every
+      id of the model. Raw log-probs stay those of the model over its whole vocabulary.
 
     A sharded model (`create_model(..., mesh=mesh)` or a loader's `mesh=`) must be called under
     `jax.set_mesh(mesh)`; the KV cache is then laid out like the attention activations.
@@ -223,6 +229,8 @@ def generate(
     if not _is_int(seed):
         raise ValueError(f"seed must be an int, got {seed!r}")
     filters = _filters(temperature, top_k, top_p, presence_penalty, cfg.vocab_size)
+    if vocab_limit is not None and not (_is_int(vocab_limit) and 1 <= vocab_limit <= cfg.vocab_size):
+        raise ValueError(f"vocab_limit must be None or an int in [1, {cfg.vocab_size}], got {vocab_limit!r}")
     if stream is not None and jax.sharding.get_abstract_mesh().size > 1:
         raise ValueError("stream needs a single-device model: JAX cannot order host callbacks across devices")
     longest = max(len(p) for p in prompts)
@@ -242,6 +250,7 @@ def generate(
         top_p=np.float32(1.0 if top_p is None else top_p),
         presence_penalty=np.float32(presence_penalty),
         stop_ids=_padded(stop, MIN_TABLE_BUCKET),
+        vocab_limit=np.int32(cfg.vocab_size if vocab_limit is None else vocab_limit),
     )
     tables, phase = _budget_tables(thinking_budget, thinking, prompts, cfg.vocab_size)
     graphdef, params = nnx.split(model)

@@ -307,7 +307,7 @@ class Trainer:
         prompts = list(self.config.samples.prompts)[: self.config.samples.num]
         result = generate(
             state.model(), [tokenizer.encode(p) for p in prompts], max_new_tokens=self.config.samples.max_new_tokens,
-            stop_ids=(tokenizer.eos_id,),
+            stop_ids=(tokenizer.eos_id,), vocab_limit=tokenizer.vocab_size,
         )  # fmt: skip
         lines = []
         for prompt, ids in zip(prompts, result.tokens):
