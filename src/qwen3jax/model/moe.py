@@ -9,7 +9,8 @@ Kernels share one signature, `kernel(x_SD, expert_SK, weight_SK, w_gate_EDF, w_u
              over every block of the static bound against per-block gathered weights. Portable and GSPMD-friendly.
 - `looped`   the same blocks, but a loop over only the blocks in use, each a plain matmul against its expert's
              weights in place, with a hand-written backward loop: the CPU default (~25% faster than `sorted` on
-             the MoE bench layer, where ~80 of the bound's 96 blocks are used).
+             the MoE bench layer, where ~80 of the bound's 96 blocks are used). It indexes the expert weights with
+             traced values, so on a mesh that shards experts GSPMD gathers them whole: use another kernel there.
 - `ragged`   `jax.lax.ragged_dot` over expert groups (GPU/TPU; on XLA:CPU it lowers to a masked dense dot, ~10× slow).
 - `megablox` the Pallas TPU grouped matmul (`interpret` mode off TPU, for testing only).
 
