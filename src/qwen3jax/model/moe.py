@@ -81,8 +81,8 @@ def _combine_slots(y_RD, weight_SK):
 
 
 def _combine(y_sorted_RD, sort: _Sorted, weight_SK):
-    """Undo the sort, then `_combine_slots`."""
-    return _combine_slots(y_sorted_RD[jnp.argsort(sort.order_R)], weight_SK)
+    """Put the sorted rows back in slot order (a scatter, as the block kernels do), then `_combine_slots`."""
+    return _combine_slots(jnp.zeros_like(y_sorted_RD).at[sort.order_R].set(y_sorted_RD), weight_SK)
 
 
 class _Blocks(NamedTuple):
