@@ -15,6 +15,7 @@ import numpy as np
 from flax import nnx
 
 from qwen3jax.model import ModelConfig, Qwen3
+from qwen3jax.model.floor import Floor, matmul_floor
 from qwen3jax.train.losses import PretrainLoss, token_cross_entropy
 
 BENCH_DENSE = ModelConfig(
@@ -24,6 +25,7 @@ BENCH_DENSE = ModelConfig(
 BENCH_MOE = BENCH_DENSE.replace(num_experts=32, num_experts_per_tok=4, moe_intermediate_size=256)
 BATCH, SEQ = 8, 512
 ROUNDS = 5  # alternating timing rounds per comparison
+TARGET_SPEEDUP = 1.2  # vs HF, forward+backward and train step
 
 
 def timed(fn, *, warmup: int = 1, repeats: int = 3) -> float:
@@ -62,14 +64,13 @@ def matmul_peak_flops(n: int = 2048, repeats: int = 7) -> float:
     return 2 * n**3 / best
 
 
-def ours_step(cfg: ModelConfig, tokens: np.ndarray) -> Callable[[], object]:
-    """One jitted forward+backward of our model on `tokens` (compiled on the first call): mean next-token
+def fwd_bwd_program(cfg: ModelConfig) -> tuple[Callable, nnx.State]:
+    """Our forward+backward as a pure function of (params, tokens), and the parameters: mean next-token
     cross-entropy, with the LM head in vocabulary slices as the training loss computes it."""
     model = Qwen3(cfg, rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(model, nnx.Param)
     vocab_slices = PretrainLoss.vocab_slices
 
-    @jax.jit
     def step(params, tokens):
         def loss(p):
             model = nnx.merge(graphdef, p)
@@ -78,8 +79,37 @@ def ours_step(cfg: ModelConfig, tokens: np.ndarray) -> Callable[[], object]:
 
         return jax.value_and_grad(loss)(params)
 
-    toks = jnp.asarray(tokens)
+    return step, params
+
+
+def ours_step(cfg: ModelConfig, tokens: np.ndarray) -> Callable[[], object]:
+    """One call = one jitted forward+backward of our model on `tokens` (compiled on the first call)."""
+    step, params = fwd_bwd_program(cfg)
+    step, toks = jax.jit(step), jnp.asarray(tokens)
     return lambda: jax.block_until_ready(step(params, toks))
+
+
+def floor_config(cfg: ModelConfig) -> ModelConfig:
+    """The config whose products give `cfg`'s matmul floor. An MoE model's expert loops have data-dependent trip
+    counts (no static list of products), so its experts count as one dense FFN of the same active width (top-k x
+    expert width): the same FLOPs in larger products, which run at least as fast as the per-expert ones; without the
+    router's small product. A lower bound on any MoE kernel's products, so still a floor."""
+    if not cfg.is_moe:
+        return cfg
+    return cfg.replace(num_experts=0, intermediate_size=cfg.num_experts_per_tok * cfg.moe_intermediate_size)
+
+
+def report_floor(what: str, floor: Floor, ours_s: float, target_s: float) -> dict:
+    """Print an XLA matmul floor (see `floor.py`) against our time and the time a target asks for; returns the
+    figures for the caller's row."""
+    print(
+        f"matmul floor, {what}: its {floor.products} products take {floor.seconds:.2f} s each run alone "
+        f"({floor.flops / floor.seconds / 1e9:,.1f} GFLOP/s); ours {ours_s:.2f} s = {ours_s / floor.seconds:.2f}x "
+        f"the floor; the target needs <= {target_s:.2f} s = {target_s / floor.seconds:.2f}x the floor",
+        flush=True,
+    )
+    return {"floor_s": floor.seconds, "ours_over_floor": ours_s / floor.seconds,
+            "target_over_floor": target_s / floor.seconds}  # fmt: skip
 
 
 def hf_model(cfg: ModelConfig):
@@ -157,5 +187,8 @@ def run() -> list[dict]:
             f"tok/s, ratio {row['speedup_vs_hf']:.2f}x, {row['gflop_s']:,.1f} GFLOP/s",
             flush=True,
         )
+        step, params = fwd_bwd_program(floor_config(cfg))
+        floor = matmul_floor(step, params, jnp.asarray(tokens))
+        row |= report_floor(f"fwd+bwd {name}", floor, ours, hf / TARGET_SPEEDUP)
     add_fractions_of_peak(rows, peak_before)
     return rows

@@ -15,22 +15,23 @@ from flax import nnx
 from experiments import pretrain_s1
 from qwen3jax.model import ModelConfig, Qwen3
 from qwen3jax.model.bench import (
-    BATCH, BENCH_DENSE, BENCH_MOE, ROUNDS, SEQ, add_fractions_of_peak, alternating, hf_loss, hf_model,
-    matmul_peak_flops,
+    BATCH, BENCH_DENSE, BENCH_MOE, ROUNDS, SEQ, TARGET_SPEEDUP, add_fractions_of_peak, alternating, floor_config,
+    hf_loss, hf_model, matmul_peak_flops, report_floor,
 )
+from qwen3jax.model.floor import matmul_floor
 from qwen3jax.train.losses import LOSSES
 from qwen3jax.train.optim import make_optimizer
 from qwen3jax.train.step import TrainState, train_step
 
 
 def _state_and_step(cfg: ModelConfig):
+    """A fresh train state and the (unjitted) step function of the pretraining loss."""
     optim = pretrain_s1.get_config("tiny").optim
     graphdef, params = nnx.split(Qwen3(cfg, rngs=nnx.Rngs(0)), nnx.Param)
     tx, _ = make_optimizer(optim, params, total_steps=1000)
     params = nnx.to_pure_dict(params)
     state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), jax.random.key(0), graphdef, tx)
-    step = jax.jit(functools.partial(train_step, loss_fn=LOSSES.get("pretrain")()), donate_argnums=0)
-    return state, step
+    return state, functools.partial(train_step, loss_fn=LOSSES.get("pretrain")())
 
 
 def _batch(tokens: np.ndarray) -> dict:
@@ -43,6 +44,7 @@ def _batch(tokens: np.ndarray) -> dict:
 def ours_train(cfg: ModelConfig, tokens: np.ndarray) -> Callable[[], None]:
     """One call = one jitted AdamW train step on `tokens` (compiled on the first call)."""
     state, step = _state_and_step(cfg)
+    step = jax.jit(step, donate_argnums=0)
     batch = _batch(tokens)
     holder = [state]
 
@@ -74,7 +76,7 @@ def compile_seconds(cfg: ModelConfig) -> float:
     state, step = _state_and_step(cfg)
     batch = _batch(np.zeros((2, 64), np.int32))
     start = time.perf_counter()
-    step.lower(state, batch).compile()
+    jax.jit(step, donate_argnums=0).lower(state, batch).compile()
     return time.perf_counter() - start
 
 
@@ -91,6 +93,9 @@ def run() -> list[dict]:
                      "gflop_s": gflop_s})  # fmt: skip
         print(f"train step {name:5s} batch {BATCH}x{SEQ}: ours {n_tokens / ours:,.0f} tok/s, HF+torch AdamW "
               f"{n_tokens / hf:,.0f} tok/s, ratio {ratio:.2f}x, {gflop_s:,.1f} GFLOP/s", flush=True)  # fmt: skip
+        state, step = _state_and_step(floor_config(cfg))
+        floor = matmul_floor(step, state, _batch(tokens))
+        rows[-1] |= report_floor(f"train step {name}", floor, ours, hf / TARGET_SPEEDUP)
     add_fractions_of_peak(rows, peak_before)
     shallow = compile_seconds(BENCH_DENSE.replace(num_layers=4))
     deep = compile_seconds(BENCH_DENSE.replace(num_layers=48))
