@@ -175,8 +175,21 @@ def test_label_filter_and_inline_annotation(write_jsonl, tokenizer, unpack):
     it = build_pretrain_iterator(
         cfg, seq_len=64, batch_size=4, seed=0, process_index=0, process_count=1, tokenizer=tokenizer
     )
-    with pytest.raises(ValueError, match="a whole pass over the source gave no document"):
+    with pytest.raises(ValueError, match="no record of the source gives a document"):
         _take(it, 5)
+
+
+def test_a_filter_that_keeps_one_record_in_twenty_trains_on(write_jsonl, tokenizer):
+    """Passes are shuffled one by one, so the kept record may sit first in one pass and last in the next: more than
+    a pass of filtered records in a row is normal and must not end the run."""
+    rows = [{"text": f"document {i} about rivers", "keep": int(i == 7)} for i in range(20)]
+    cfg = {"sources": {"sparse": {"kind": "jsonl", "path": write_jsonl("sparse.jsonl", rows), "where": {"keep": 1}}},
+           "packing": "first_fit", "read_threads": 1}  # fmt: skip
+    it = build_pretrain_iterator(
+        cfg, seq_len=16, batch_size=1, seed=0, process_index=0, process_count=1, tokenizer=tokenizer
+    )
+    batches = _take(it, 40)
+    assert len(batches) == 40 and it.report()["filtered"]["sparse"] >= 40 * 19
 
 
 def test_eval_iterator_covers_held_out_records_once(three_sources, tokenizer, unpack):

@@ -36,7 +36,9 @@ class DocumentMaker:
         self._tokenizer = tokenizer
         self._tracker = tracker
         self._labelers = [get_labeler(name) for name in comp.annotate]
-        self._num_records = num_records
+        # Each pass is shuffled on its own, so two usable records may be up to two passes apart (first of one pass,
+        # last of the next); reader threads reorder records by at most what they hold in flight.
+        self._give_up_after = 2 * num_records + cfg.prefetch + cfg.read_threads
         self._eos = [tokenizer.eos_id] if append_eos else []
         self.filtered = 0
         self._unusable_in_a_row = 0
@@ -58,12 +60,12 @@ class DocumentMaker:
         return record
 
     def _unusable(self) -> None:
-        """Counts a record that yields no document; fails once a whole pass yielded none, since repeating such a
-        source forever would hang the run instead of training."""
+        """Counts a record that yields no document; fails once more records in a row yielded none than can lie
+        between two usable ones, i.e. the source has none, since repeating it forever would hang the run."""
         self._unusable_in_a_row += 1
-        if self._unusable_in_a_row > self._num_records:
+        if self._unusable_in_a_row > self._give_up_after:
             raise ValueError(
-                f"sources.{self._comp.name}: a whole pass over the source gave no document (records are bad or "
+                f"sources.{self._comp.name}: no record of the source gives a document (records are bad or "
                 f"none matches where={dict(self._comp.where)}); bad input: {self._tracker.summary()['bad']}"
             )
 
