@@ -6,6 +6,7 @@ import json
 import re
 
 import numpy as np
+import pytest
 
 from qwen3jax.data.bench import pipeline_throughput
 from qwen3jax.data.pipeline import build_eval_iterator, build_pretrain_iterator
@@ -63,3 +64,51 @@ def test_prepare_stops_on_mostly_bad_input(write_jsonl, tmp_path, capsys):
 
 def test_pipeline_throughput_is_measured(tokenizer):
     assert pipeline_throughput("s1", seq_len=128, batch_size=4, seconds=0.5, warmup_batches=1) > 1_000
+
+
+def test_prepare_never_replaces_an_earlier_run_without_overwrite(write_jsonl, tmp_path, capsys):
+    path = write_jsonl("web.jsonl", [{"text": f"record {i}: " + "lorem ipsum " * (i % 7 + 1)} for i in range(60)])
+    out = tmp_path / "prepared"
+    argv = ["--output", str(out), "--seq_len", "32", "--source", f"web=jsonl:{path}"]
+    assert prepare_main([*argv, "--records_per_shard", "5"]) == 0
+    first = {p.name: p.read_bytes() for p in (out / "web").iterdir()}
+    with pytest.raises(SystemExit) as refused:
+        prepare_main([*argv, "--records_per_shard", "1000"])
+    assert refused.value.code == 2 and "pass --overwrite" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (out / "web").iterdir()} == first
+    # --overwrite replaces the run whole: no stale shard of the first run is left for the training glob.
+    assert prepare_main([*argv, "--records_per_shard", "1000", "--overwrite"]) == 0
+    shards = sorted(p.name for p in (out / "web").glob("train-*.array_record"))
+    rows = json.loads((out / "web" / "summary-00000.json").read_text())["train"]["rows"]
+    assert shards == ["train-00000-00000.array_record"] and len(open_source("packed", str(out / "web" / shards[0]))) == rows
+
+
+def test_prepare_removes_the_shards_of_a_split_that_fails(write_jsonl, tmp_path):
+    # Enough good records first to fill shards, then mostly bad ones: the bad-input check stops the split late.
+    path = write_jsonl("late.jsonl", [{"text": "fine " * 40}] * 200 + ["{broken"] * 400)
+    out = tmp_path / "o"
+    argv = ["--output", str(out), "--seq_len", "32", "--records_per_shard", "4", "--source", f"late=jsonl:{path}"]
+    assert prepare_main(argv) == 1
+    assert not list((out / "late").glob("*.array_record"))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--records_per_shard", "0"], "--records_per_shard must be >= 1"),
+        (["--seq_len", "1"], "--seq_len must be >= 2"),
+    ],
+)
+def test_prepare_rejects_bad_arguments_with_one_line(tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit) as rejected:
+        prepare_main(["--output", str(tmp_path), "--seq_len", "32", "--source", "a=jsonl:x.jsonl", *extra])
+    assert rejected.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("source", "message"), [("a=jsonl:/nonexistent/*.jsonl", "/nonexistent"), ("a=csv:/tmp/x.csv", "csv")]
+)
+def test_prepare_reports_a_bad_source_in_one_line(tmp_path, capsys, source, message):
+    assert prepare_main(["--output", str(tmp_path / "o"), "--seq_len", "32", "--source", source]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err

@@ -9,6 +9,8 @@ when the source has held-out records), so that training mixes them by weight wit
 `{"kind": "packed", "path": "DIR/{name}/train-*.array_record"}`. With `--process_index/--process_count`, several
 hosts prepare disjoint shares of each source. A progress bar shows rows and tokens/s; at the end a table of bad
 records per reason is printed, and `DIR/{name}/summary-{process:05d}.json` records counts, throughput and padding.
+A process's files from an earlier run are never replaced unless `--overwrite` is given (then they are removed
+first, so no stale shard is left for the glob to pick up); a split that fails removes the shards it wrote.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ def prepare_split(
     )
     num_rows = real_tokens = shard = 0
     writer = None
+    written: list[pathlib.Path] = []
     start = time.perf_counter()
     progress = tqdm.tqdm(desc=f"{name}/{split}", unit=" rows", file=sys.stderr)
     try:
@@ -71,7 +74,8 @@ def prepare_split(
             if writer is None or num_rows % records_per_shard == 0:
                 if writer is not None:
                     writer.close()
-                writer = RecordWriter(out_dir / f"{split}-{process_index:05d}-{shard:05d}.array_record")
+                written.append(out_dir / f"{split}-{process_index:05d}-{shard:05d}.array_record")
+                writer = RecordWriter(written[-1])
                 shard += 1
             writer.write(encode_packed_row(row))
             num_rows += 1
@@ -80,6 +84,14 @@ def prepare_split(
             progress.set_postfix(
                 tokens_per_s=f"{num_rows * seq_len / (time.perf_counter() - start):,.0f}", refresh=False
             )
+    except BaseException:
+        # Partial shards would look like complete ones to the training glob.
+        if writer is not None:
+            writer.close()
+            writer = None
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
     finally:
         progress.close()
         if writer is not None:
@@ -117,7 +129,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max_bad_fraction", type=float, default=0.05)
     parser.add_argument("--process_index", type=int, default=0)
     parser.add_argument("--process_count", type=int, default=1)
+    parser.add_argument("--overwrite", action="store_true", help="replace this process's files of an earlier run")
     args = parser.parse_args(argv)
+    if args.seq_len < 2:
+        parser.error(f"--seq_len must be >= 2, got {args.seq_len}")
+    if args.records_per_shard < 1:
+        parser.error(f"--records_per_shard must be >= 1, got {args.records_per_shard}")
+    try:
+        return _prepare(args, parser)
+    except (ValueError, OSError) as e:  # bad sources, paths or config values: one line, not a traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _earlier_outputs(output: pathlib.Path, names: Sequence[str], process_index: int) -> list[pathlib.Path]:
+    """This process's shards and summaries under `output` for these components."""
+    found = []
+    for name in names:
+        folder = output / name
+        found += sorted(folder.glob(f"*-{process_index:05d}-*.array_record"))
+        found += sorted(folder.glob(f"summary-{process_index:05d}.json"))
+    return found
+
+
+def _prepare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     if args.stage:
         raw = STAGES[args.stage]().to_dict()
@@ -133,8 +168,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = parse_data_config(raw)
     if cfg.is_packed:
         parser.error("the inputs are already packed rows")
-    tokenizer = configured_tokenizer(cfg)
     output = pathlib.Path(args.output)
+    earlier = _earlier_outputs(output, [comp.name for comp in cfg.sources], args.process_index)
+    if earlier and not args.overwrite:
+        parser.error(
+            f"{output} already holds {len(earlier)} files of process {args.process_index} from an earlier run "
+            f"(e.g. {earlier[0]}); pass --overwrite to replace them, or choose another --output"
+        )
+    tokenizer = configured_tokenizer(cfg)
+    for path in earlier:
+        path.unlink()
     reports: dict[str, Any] = {}
     failed = False
     for comp in cfg.sources:
