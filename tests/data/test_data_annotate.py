@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -169,6 +170,28 @@ def test_annotate_cli(write_jsonl, tmp_path, capsys):
     strict = ["label", path, "--output", str(tmp_path / "o.jsonl"), "--max_bad_fraction", "0.1", "--min_records", "1"]
     assert annotate_main(strict) == 1
     assert "first offenders" in capsys.readouterr().err.lower()
+    assert not list(tmp_path.glob("*o.jsonl"))  # a failed run leaves neither the output nor its partial file
+
+
+def test_annotate_cli_never_replaces_what_a_user_saved(write_jsonl, tmp_path, capsys):
+    path = write_jsonl("in.jsonl", [{"content": ENGLISH, "text": "a title", "id": 1}])
+    original = pathlib.Path(path).read_bytes()
+    # The output is an input: refused whatever the flags, the input untouched.
+    for flags in ([], ["--replace_output"]):
+        assert annotate_main(["label", path, "--output", path, "--text_key", "content", *flags]) == 2
+        assert "is one of the inputs" in capsys.readouterr().err and pathlib.Path(path).read_bytes() == original
+    out = tmp_path / "out.jsonl"
+    out.write_text("kept\n")
+    assert annotate_main(["label", path, "--output", str(out), "--text_key", "content"]) == 2
+    assert "--replace_output" in capsys.readouterr().err and out.read_text() == "kept\n"
+    assert annotate_main(["label", path, "--output", str(out), "--text_key", "content", "--replace_output"]) == 0
+    # A field called "text" is a label like any other when the text is elsewhere.
+    record = json.loads(out.read_text())
+    assert (record["content"], record["text"], record["id"]) == (ENGLISH, "a title", 1) and "language" in record
+    missing = tmp_path / "missing.jsonl"
+    assert annotate_main(["label", str(missing), "--output", str(tmp_path / "x.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "error: input file not found" in err and "Traceback" not in err and not (tmp_path / "x.jsonl").exists()
 
 
 def test_classifier_cli(write_jsonl, tmp_path):

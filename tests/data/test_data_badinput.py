@@ -35,8 +35,8 @@ def test_parse_document_other_bad_shapes():
         parse_document(RawRecord(b'{"text": "a\\ud800b"}', "x"), text_key="text", max_chars=100)
     with pytest.raises(BadRecord, match="invalid_utf8"):  # Bytes fields (TFDS) are decoded strictly too.
         parse_document(RawRecord({"text": b"\xff\xfe"}, "x"), text_key="text", max_chars=100)
-    good = parse_document(RawRecord({"body": b"ok", "n": 3}, "x"), text_key="body", max_chars=100)
-    assert good == {"text": "ok", "n": 3}
+    good = parse_document(RawRecord({"body": b"ok", "n": 3, "text": "a title"}, "x"), text_key="body", max_chars=100)
+    assert good == {"body": "ok", "n": 3, "text": "a title"}  # a label called "text" is a label like any other
 
 
 def test_tracker_limits():

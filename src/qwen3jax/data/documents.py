@@ -52,7 +52,7 @@ class DocumentMaker:
             return self._unusable()
         self._tracker.good()
         if self._labelers:
-            record = annotate_record(record, self._labelers)
+            record = annotate_record(record, self._labelers, text_key=self._comp.text_key)
         if not label_matches(record, self._comp.where):
             self.filtered += 1
             return self._unusable()
@@ -73,7 +73,7 @@ class DocumentMaker:
         record = self.document(raw)
         if record is None:
             return None
-        tokens = np.asarray(self._tokenizer.encode(record["text"]) + self._eos, dtype=np.int32)
+        tokens = np.asarray(self._tokenizer.encode(record[self._comp.text_key]) + self._eos, dtype=np.int32)
         return {"tokens": tokens, "loss_mask": np.ones_like(tokens)}
 
 

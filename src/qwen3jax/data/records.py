@@ -2,7 +2,7 @@
 
 Every source yields `RawRecord`s: the undecoded payload (bytes of one JSON object, or an already structured row from
 Parquet/TFDS) plus a human-readable location (`file.jsonl:17`, `shard.array_record#3`) used in error reports.
-`parse_document` turns one into `{"text": str, **labels}` or raises `BadRecord` with the reason.
+`parse_document` turns one into `{text_key: str, **labels}` or raises `BadRecord` with the reason.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def _label_value(value: Any) -> Any:
 
 
 def parse_document(raw: RawRecord, *, text_key: str, max_chars: int) -> dict[str, Any]:
-    """Validates one raw record and returns `{"text": ..., **labels}`; raises BadRecord on bad input."""
+    """Validates one raw record and returns it with the text (a str) under `text_key` and every other field as a
+    label, a field that happens to be called "text" included; raises BadRecord on bad input."""
     payload = raw.payload
     if isinstance(payload, bytes):
         line = _decode_utf8(payload, "record")
@@ -70,9 +71,7 @@ def parse_document(raw: RawRecord, *, text_key: str, max_chars: int) -> dict[str
         text.encode("utf-8")
     except UnicodeEncodeError as e:  # JSON "\ud800" escapes decode to lone surrogates, which are not text.
         raise BadRecord("invalid_utf8", str(e)) from None
-    document = {key: _label_value(value) for key, value in payload.items() if key != text_key}
-    document["text"] = text
-    return document
+    return {key: text if key == text_key else _label_value(value) for key, value in payload.items()}
 
 
 def encode_json_record(record: Mapping[str, Any]) -> bytes:
