@@ -3,8 +3,9 @@ by token as they are decoded.
 
 The history is re-rendered through the chat template every turn (earlier turns lose their reasoning, as the
 template prescribes). Thinking mode: a line that is exactly `/think` or `/no_think` switches it for the following
-turns; the same flags inside a message are Qwen3's soft switches and also switch it from that message on (the last
-switch wins, typed alone or inline). `/exit` or end of input quits.
+turns; the same flags inside a message (the `--system` one included) are Qwen3's soft switches and also switch it
+from that message on (the last switch wins, typed alone or inline). A message that no longer fits the model's
+context with `--max-new-tokens` is refused with a note and the session goes on. `/exit` or end of input quits.
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ class _Printer:
 def _repl(args: argparse.Namespace) -> None:
     chat = cli.load(args)
     printer = _Printer(chat)
-    thinking = not args.no_think
     messages = [{"role": "system", "content": args.system}] if args.system else []
+    thinking = resolve_thinking(messages, enable_thinking=not args.no_think) if messages else not args.no_think
     interactive = sys.stdin.isatty()
     print(f"thinking {'on' if thinking else 'off'}; /think, /no_think, /exit", flush=True)
     while True:
@@ -69,9 +70,15 @@ def _repl(args: argparse.Namespace) -> None:
         if not text.strip():
             continue
         message = {"role": "user", "content": text}
-        thinking = resolve_thinking([message], enable_thinking=thinking)
+        turn_thinking = resolve_thinking([message], enable_thinking=thinking)
+        prompt = chat.encode_prompt([*messages, message], turn_thinking)
+        try:
+            chat.check_fits(prompt, args)
+        except cli.UsageError as e:  # the history outgrew the context: say so and keep the session
+            print(f"[not sent: {e}]", flush=True)
+            continue
         messages.append(message)
-        prompt = chat.encode_prompt(messages, thinking)
+        thinking = turn_thinking
         print("assistant> ", end="", flush=True)
         printer.reset()
         result = chat.reply(prompt, args, thinking, stream=printer)

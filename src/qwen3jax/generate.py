@@ -2,21 +2,24 @@
 template and print each sample's thinking and answer separately.
 
 Decoding defaults are SPEC §4's eval settings for the mode (thinking: temperature 0.6, top-p 0.95, top-k 20;
---no-think: 0.7, 0.8, 20); --budget N caps the thinking at N tokens (the stop-thinking text is then inserted).
+--no-think: 0.7, 0.8, 20; a `/think` or `/no_think` in the system message or the prompt switches the mode as in
+chat); --budget N caps the thinking at N tokens (the stop-thinking text is then inserted).
 """
 
 from __future__ import annotations
 
 import argparse
 
+from qwen3jax.chat import resolve_thinking
 from qwen3jax.sample import cli
 
 
 def _generate(args: argparse.Namespace) -> None:
     chat = cli.load(args)
-    thinking = not args.no_think
     system = [{"role": "system", "content": args.system}] if args.system else []
-    prompt = chat.encode_prompt(system + [{"role": "user", "content": args.prompt}], thinking)
+    messages = system + [{"role": "user", "content": args.prompt}]
+    thinking = resolve_thinking(messages, enable_thinking=not args.no_think)  # soft switches in either message
+    prompt = chat.encode_prompt(messages, thinking)
     result = chat.reply(prompt, args, thinking, n=args.n)
     for i, ids in enumerate(result.tokens):
         thought, answer = chat.split_thinking(ids, prompt)

@@ -3,6 +3,7 @@ byte-level BPE tokenizer carrying the Qwen3 special tokens."""
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
@@ -18,7 +19,7 @@ from qwen3jax.chat import apply_chat_template
 from qwen3jax.convert import save_hf
 from qwen3jax.convert.native import save_native
 from qwen3jax.data.tokenizer import SPECIAL_TOKENS, load_tokenizer
-from qwen3jax.sample import generate
+from qwen3jax.sample import cli, generate
 
 from .helpers import DENSE, build
 
@@ -103,3 +104,54 @@ def test_errors_are_one_clear_line(files, tmp_path, capsys, main):
     with pytest.raises(SystemExit):
         main(["--hf", str(root / "hf"), "--top-p", "2", *prompt])
     assert "'2' is not in (0, 1]" in capsys.readouterr().err
+
+
+def test_a_prompt_that_does_not_fit_the_context_is_one_error_line(files, capsys):
+    root, _ = files
+    too_many = str(CFG.max_position_embeddings)
+    assert generate_cli.main(["--hf", str(root / "hf"), "--prompt", "hello there", "--max-new-tokens", too_many]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: the prompt is ") and "exceeds the model's context" in err and "\n" not in err
+
+
+def test_chat_repl_refuses_a_turn_that_does_not_fit_and_goes_on(files, capsys, monkeypatch):
+    root, _ = files
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hello there\n/no_think\n/exit\n"))
+    too_many = str(CFG.max_position_embeddings - 5)
+    assert chat_repl.main(["--hf", str(root / "hf"), "--max-new-tokens", too_many]) == 0
+    out = capsys.readouterr().out
+    assert "[not sent: the prompt is " in out and "assistant> " not in out and "[thinking off]" in out
+
+
+class _Captured(Exception):
+    pass
+
+
+def _capture_mode(monkeypatch) -> list[bool]:
+    """Make `ChatModel.reply` record the thinking mode it is asked for and stop there (no decoding)."""
+    modes = []
+
+    def reply(self, prompt_ids, args, thinking, **kwargs):
+        modes.append(thinking)
+        raise _Captured
+
+    monkeypatch.setattr(cli.ChatModel, "reply", reply)
+    return modes
+
+
+@pytest.mark.parametrize(("system", "prompt"), [("Be brief. /no_think", "hello there"), (None, "hello /no_think")])
+def test_generate_reads_soft_switches_in_the_system_message_and_the_prompt(files, monkeypatch, system, prompt):
+    root, _ = files
+    modes = _capture_mode(monkeypatch)
+    with pytest.raises(_Captured):
+        generate_cli.main(["--hf", str(root / "hf"), "--prompt", prompt, *(["--system", system] if system else [])])
+    assert modes == [False]
+
+
+def test_chat_repl_reads_a_soft_switch_in_the_system_message(files, monkeypatch, capsys):
+    root, _ = files
+    modes = _capture_mode(monkeypatch)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hello there\n"))
+    with pytest.raises(_Captured):
+        chat_repl.main(["--hf", str(root / "hf"), "--system", "You are terse. /no_think"])
+    assert modes == [False] and capsys.readouterr().out.startswith("thinking off")

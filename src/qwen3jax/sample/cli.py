@@ -73,7 +73,7 @@ def add_decoding_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=POSITIVE_INT, help="default: 20")
     parser.add_argument("--presence-penalty", type=checked(float, math.isfinite, "a finite number"), default=0.0)
     parser.add_argument("--max-new-tokens", type=POSITIVE_INT, default=512)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=checked(int, lambda v: 0 <= v < 2**63, "an integer in [0, 2^63)"), default=0)
 
 
 def run(command: Callable[[], None]) -> int:
@@ -104,11 +104,21 @@ class ChatModel:
         stream: StreamFn | None = None,
     ) -> GenerationResult:
         """The assistant's reply(s) to a rendered chat prompt, ending at the end of the turn."""
+        self.check_fits(prompt_ids, args)
         return generate(
             self.model, [list(prompt_ids)], n=n, stop_ids=self.stop_ids, thinking_budget=args.budget,
             thinking=self.think, stream=stream, vocab_limit=self.tokenizer.vocab_size,
             **decoding_kwargs(args, thinking),
         )
+
+    def check_fits(self, prompt_ids: Sequence[int], args: argparse.Namespace) -> None:
+        """A `UsageError` if the prompt leaves no room for `--max-new-tokens` in the model's context."""
+        context = self.model.config.max_position_embeddings
+        if len(prompt_ids) + args.max_new_tokens > context:
+            raise UsageError(
+                f"the prompt is {len(prompt_ids)} tokens; with --max-new-tokens {args.max_new_tokens} it exceeds the "
+                f"model's context of {context} tokens"
+            )
 
     def split_thinking(self, ids: Sequence[int], prompt_ids: Sequence[int]) -> tuple[list[int] | None, list[int]]:
         """(thinking ids, or None when there was no think block; answer ids) of one generated reply."""
