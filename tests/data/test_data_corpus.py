@@ -213,6 +213,8 @@ def test_small_corpus_build_is_deterministic_cached_and_labelled(tmp_path, monke
         held_out = list(build.iter_records(source, "eval", SMALL))
         assert manifest["sources"][source]["train"] == len(train) and len(held_out) > 0
         assert not {r["id"] for r in train} & {r["id"] for r in held_out}
+        texts = [r["text"] for r in train + held_out]
+        assert len(set(texts)) == len(texts)  # no text twice, so none in both splits
         for record in train + held_out:
             assert record["source"] == source and record["text"].strip()
             assert {"language", "domain", "edu_score", "safety", "group"} <= set(record)
@@ -227,6 +229,7 @@ def test_reasoning_qa_pairs(tmp_path, monkeypatch):
     monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     train, held_out = build.reasoning_qa_pairs("train", SMALL), build.reasoning_qa_pairs("eval", SMALL)
     assert train and held_out and not {q["id"] for q in train} & {q["id"] for q in held_out}
+    assert not {q["query"] for q in train} & {q["query"] for q in held_out}
     for pair in train:
         problem = synthetic.Problem(pair["kind"], pair["query"], pair["solution"], pair["answer"], pair["params"])
         _verify(problem)

@@ -49,9 +49,11 @@ class CorpusConfig:
     Attributes:
       seed: seed of the synthetic problems.
       sources: which sources to build (all of SOURCES by default; tests build small subsets).
-      synthetic_per_generator: problems per synthetic generator (14 generators).
+      synthetic_per_generator: distinct problems per synthetic generator (14 generators); a generator with a small
+        problem space gives fewer (it gets `_SYNTHETIC_TRIES` times as many draws).
       max_doc_chars: real documents longer than this are split into consecutive parts.
-      eval_permille: share of documents (per thousand, chosen by id hash) held out for evaluation.
+      eval_permille: share of documents (per thousand, chosen by a hash of the text, so that a text can never be
+        in both splits) held out for evaluation. Exact duplicate texts within a source are kept once.
     """
 
     seed: int = 0
@@ -95,8 +97,11 @@ def corpus_key(config: CorpusConfig) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _is_eval(doc_id: str, permille: int) -> bool:
-    return int.from_bytes(hashlib.sha256(doc_id.encode()).digest()[:8], "little") % 1000 < permille
+_SYNTHETIC_TRIES = 4
+
+
+def _is_eval(text_digest: bytes, permille: int) -> bool:
+    return int.from_bytes(text_digest[:8], "little") % 1000 < permille
 
 
 def _real_records(source: str, config: CorpusConfig) -> Iterator[dict[str, Any]]:
@@ -110,8 +115,14 @@ def _real_records(source: str, config: CorpusConfig) -> Iterator[dict[str, Any]]
 
 def _synthetic_records(config: CorpusConfig) -> Iterator[dict[str, Any]]:
     for generator in sorted(synthetic.GENERATORS):
-        for index in range(config.synthetic_per_generator):
+        queries: set[str] = set()
+        for index in range(config.synthetic_per_generator * _SYNTHETIC_TRIES):
+            if len(queries) == config.synthetic_per_generator:
+                break
             problem = synthetic.generate(generator, config.seed, index)
+            if problem.query in queries:  # small problem spaces repeat themselves
+                continue
+            queries.add(problem.query)
             yield {
                 "text": problem.document(),
                 "id": f"{SYNTHETIC_SOURCE}/{generator}/{index}",
@@ -146,10 +157,16 @@ def _build(config: CorpusConfig, out: pathlib.Path) -> None:
             "edu_score": Counter(),
             "safety": Counter(),
         }
-        chars = 0
+        chars = duplicates = 0
+        seen: set[bytes] = set()
         for record in records:
+            digest = hashlib.sha256(record["text"].encode()).digest()
+            if digest in seen:
+                duplicates += 1
+                continue
+            seen.add(digest)
             record = annotate_record(record, _LABELERS)
-            split = "eval" if _is_eval(record["id"], config.eval_permille) else "train"
+            split = "eval" if _is_eval(digest, config.eval_permille) else "train"
             writers[split].write(encode_json_record(record))
             counts[split] += 1
             chars += len(record["text"])
@@ -162,7 +179,9 @@ def _build(config: CorpusConfig, out: pathlib.Path) -> None:
                 f"embedded source {source!r} has {counts} documents per split; it needs at least one in each "
                 "(is this Python installation missing its standard library or a pinned package?)"
             )
-        manifest["sources"][source] = {**counts, "chars": chars, "labels": {k: dict(v) for k, v in labels.items()}}
+        manifest["sources"][source] = {
+            **counts, "chars": chars, "duplicates_dropped": duplicates, "labels": {k: dict(v) for k, v in labels.items()}
+        }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
 
 
