@@ -33,11 +33,18 @@ def test_jsonl_plain_and_gzip(write_jsonl):
 
 
 def test_jsonl_blank_lines_are_skipped_and_line_numbers_kept(write_jsonl):
-    path = write_jsonl("c.jsonl", [RECORDS[0], "", "   ", RECORDS[1], "\r"])
+    path = write_jsonl("c.jsonl", [RECORDS[0], "", "   ", RECORDS[1], "\r", " \t" * 20, "  " + json.dumps(RECORDS[2])])
     source = open_source("jsonl", path)
-    assert len(source) == 2
-    assert [source[i].where for i in range(2)] == [f"{path}:1", f"{path}:4"]
-    assert read_all(source) == RECORDS[:2]
+    assert len(source) == 3
+    assert [source[i].where for i in range(3)] == [f"{path}:1", f"{path}:4", f"{path}:7"]
+    assert read_all(source) == RECORDS[:3]
+    assert len(open_source("jsonl", write_jsonl("empty.jsonl", [""]))) == 0
+
+
+def test_jsonl_byte_order_mark_is_not_part_of_the_first_record(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + b"\n".join(json.dumps(r).encode() for r in RECORDS[:2]) + b"\n")
+    assert read_all(open_source("jsonl", str(path))) == RECORDS[:2]
 
 
 def test_glob_concatenates_sorted_files(write_jsonl, tmp_path):

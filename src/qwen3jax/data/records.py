@@ -50,7 +50,7 @@ def parse_document(raw: RawRecord, *, text_key: str, max_chars: int) -> dict[str
     label, a field that happens to be called "text" included; raises BadRecord on bad input."""
     payload = raw.payload
     if isinstance(payload, bytes):
-        line = _decode_utf8(payload, "record")
+        line = _decode_utf8(payload, "record").removeprefix("\ufeff")  # a byte-order mark opens some files
         try:
             payload = json.loads(line)
         except json.JSONDecodeError as e:

@@ -109,6 +109,9 @@ class ArrayRecordSource(_MultiFileSource):
         return RawRecord(self._data[index], f"{self._paths[file_index]}#{local_index}")
 
 
+_WHITESPACE = np.frombuffer(b" \t\r\x0b\x0c", dtype=np.uint8)
+
+
 class _LineIndex:
     """Byte ranges and 1-based line numbers of the non-blank lines of a buffer."""
 
@@ -121,7 +124,9 @@ class _LineIndex:
         starts = np.concatenate([[0], ends[:-1] + 1]).astype(np.int64)
         lengths = ends - starts
         keep = lengths > 0
-        for i in np.flatnonzero(keep & (lengths <= 4)):  # Whitespace-only lines are layout, not records.
+        # Whitespace-only lines are layout, not records; only a line that starts with whitespace can be one.
+        first = data[np.minimum(starts, data.size - 1)] if data.size else np.zeros(starts.shape, np.uint8)
+        for i in np.flatnonzero(keep & np.isin(first, _WHITESPACE)):
             keep[i] = bool(bytes(data[starts[i] : ends[i]]).strip())
         self.starts, self.ends = starts[keep], ends[keep]
         self.line_numbers = np.flatnonzero(keep) + 1
