@@ -214,6 +214,22 @@ def test_eval_iterator_covers_held_out_records_once(three_sources, tokenizer, un
         )
 
 
+def test_eval_processes_share_held_out_records_and_skip_components_they_get_none_of(write_jsonl, tokenizer, unpack):
+    """One held-out record and two processes: one of them gets it, the other evaluates the other component only."""
+    rare = write_jsonl("rare.jsonl", [{"text": "alpha 0 rare"}])
+    common = write_jsonl("common.jsonl", [{"text": f"beta {i} common"} for i in range(6)])
+    cfg = {"sources": {"rare": {"kind": "jsonl", "path": rare, "eval_path": rare},
+                       "common": {"kind": "jsonl", "path": common, "eval_path": common}}}  # fmt: skip
+    seen = []
+    for process in range(2):
+        batches = build_eval_iterator(
+            cfg, seq_len=64, batch_size=2, process_index=process, process_count=2, tokenizer=tokenizer
+        )
+        seen.append(_doc_tags(tokenizer, unpack.rows_of(list(batches)), unpack))
+    assert sorted(seen[0] + seen[1]) == sorted(["alpha 0"] + [f"beta {i}" for i in range(6)])
+    assert [tags.count("alpha 0") for tags in seen] == [0, 1]
+
+
 def test_s3_length_mix(write_jsonl, tokenizer, unpack):
     rng = np.random.default_rng(3)
     words = ["alpha", "beta", "gamma", "delta"]

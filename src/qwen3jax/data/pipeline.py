@@ -195,11 +195,13 @@ class _Builder:
         self.trackers[comp.name], self.makers[comp.name] = tracker, maker
         return maker
 
-    def one_pass(self, comp: ComponentConfig, split: str) -> grain.MapDataset | None:
+    def one_pass(self, comp: ComponentConfig, split: str, *, skip_empty_share: bool = False) -> grain.MapDataset | None:
         """This process's records of one split of a component, in storage order, as documents (or rows); None
-        if the component has no records for `split`."""
+        if the component has no records for `split`, or (with `skip_empty_share`) none for this process."""
         source = _open_split(comp, split)
         if source is None:
+            return None
+        if skip_empty_share and len(set(shard_bounds(len(source), self.process_index, self.process_count))) == 1:
             return None
         records = self.shard(comp, source)
         return records.map(self.maker(comp, records, append_eos=True))
@@ -275,9 +277,10 @@ def build_eval_iterator(
 ) -> DataIterator:
     """One deterministic pass over the held-out records of every component that has them (embedded sources'
     eval split, `eval_path`, `eval_every`, TFDS `eval_split`), packed like training data but without the S3
-    length mix; the final partial batch is padded with all-zero rows."""
+    length mix; the final partial batch is padded with all-zero rows. A held-out split smaller than the process
+    count leaves some processes without its records; they skip it."""
     b = _Builder(data_cfg, seq_len, batch_size, process_index, process_count, tokenizer)
-    parts = [part for comp in b.cfg.sources if (part := b.one_pass(comp, "eval")) is not None]
+    parts = [one for comp in b.cfg.sources if (one := b.one_pass(comp, "eval", skip_empty_share=True)) is not None]
     if not parts:
         raise ValueError(
             "no source has held-out data: set eval_path, eval_every or eval_split, or use embedded sources"
