@@ -1,8 +1,12 @@
 """Run an experiment: `python -m qwen3jax.run --config=experiments/pretrain_s1.py[:variant] [--config.x=y ...]
-[--workdir=runs/NAME]`. Rerunning the same command resumes from the run directory's latest checkpoint."""
+[--workdir=runs/NAME]`. Rerunning the same command resumes from the run directory's latest checkpoint.
+
+Exit status: 0 when the run is complete, 1 on an error, 128 + the signal number (143 SIGTERM, 130 SIGINT) when a
+signal stopped it after a checkpoint, as shells and job schedulers expect of a process ended by that signal."""
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from absl import app, flags
@@ -26,6 +30,8 @@ def main(argv) -> None:
         trainer.run()
     except (RunStopped, FileNotFoundError) as e:
         fail(e)
+    if trainer.stop_signal:  # checkpointed, not finished: a pipeline must not go on to the next stage
+        sys.exit(128 + signal.Signals[trainer.stop_signal].value)
 
 
 def fail(error: BaseException) -> None:

@@ -62,7 +62,7 @@ def main(argv) -> None:
         except RunStopped as e:  # e.g. a learning rate that diverges: a result of the sweep, not its end
             print(f"run stopped: {e}", flush=True)
             final = {}
-        if trainer.stopped_by_signal:
+        if trainer.stop_signal:
             print("sweep interrupted; rerun the same command to resume", flush=True)
             break
         rows.append((run_name(overrides), final.get("train/loss", float("nan")), final.get("eval/loss", float("nan"))))

@@ -36,18 +36,91 @@ def _signal_when_logged(workdir, step):
     return thread
 
 
+def _eval_steps(workdir):
+    return sorted(json.loads(line)["step"] for line in open(workdir / "metrics.jsonl") if "eval/loss" in line)
+
+
 def test_preempted_and_resumed_run_matches_uninterrupted(tmp_path):
-    config = tiny_config(steps=8)
+    config = tiny_config(steps=8, **{"eval.every": 1})  # an eval is due at whatever step the stop comes
     Trainer(config, tmp_path / "straight").run()
     interrupted = tmp_path / "interrupted"
     watcher = _signal_when_logged(interrupted, 3)
-    Trainer(config, interrupted).run()
+    trainer = Trainer(config, interrupted)
+    trainer.run()
     watcher.join(timeout=5)
     stopped_at = max(_losses(interrupted))
-    assert stopped_at < 8, "the run was expected to stop early"
+    assert stopped_at < 8 and trainer.stop_signal == "SIGTERM", "the run was expected to stop early"
     Trainer(config, interrupted).run()  # the same command again: resumes from the checkpoint
     assert _losses(interrupted) == _losses(tmp_path / "straight")  # bit-identical, data order included
+    assert _eval_steps(interrupted) == _eval_steps(tmp_path / "straight") == list(range(9))  # none lost to the stop
     assert (interrupted / "curves.png").stat().st_size > 0
+
+
+def test_cli_exits_with_the_signal_status_after_a_preemption_checkpoint(tmp_path):
+    """A stopped run is not a finished one: `make run EXP=s1 && make run EXP=s2` must not go on to S2."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "qwen3jax.run", "--config=experiments/pretrain_s1.py", f"--workdir={tmp_path}",
+         "--config.steps=100000", "--config.log_every=1", "--config.samples.num=0", "--config.eval.every=0"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 240
+    while not ((tmp_path / "metrics.jsonl").exists() and _losses(tmp_path)) and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=240)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert any((tmp_path / "checkpoints").iterdir())
+
+
+def _poison(trainer):
+    """Make every step non-finite: a NaN in the final norm's weight."""
+    init_state = trainer.init_state
+
+    def poisoned():
+        state = init_state()
+        norm = state.params["norm"]
+        return state.replace(params={**state.params, "norm": {"weight": norm["weight"].at[0].set(float("nan"))}})
+
+    trainer.init_state = poisoned
+    return trainer
+
+
+def test_non_finite_steps_stop_the_run_between_log_steps_and_do_not_move_the_schedule(tmp_path):
+    # Checked every step (one step late, so the device never waits): 2 in a row stop it although logs come every 5.
+    trainer = _poison(Trainer(tiny_config(steps=12, log_every=5, **{"optim.max_nonfinite_steps": 2}), tmp_path / "a"))
+    with pytest.raises(RunStopped, match=r"^2 steps in a row had a non-finite"):
+        trainer.run()
+    # Skipped steps apply no update, so the schedule stays put and the logged rate is the one of update 0.
+    trainer = _poison(Trainer(tiny_config(steps=3, **{"optim.max_nonfinite_steps": 10}), tmp_path / "b"))
+    trainer.run()
+    rows = [json.loads(line) for line in open(tmp_path / "b" / "metrics.jsonl")]
+    assert [r["train/skipped"] for r in rows] == [1, 1, 1]
+    assert [r["train/lr"] for r in rows] == [float(trainer.schedule(0))] * 3 != [float(trainer.schedule(2))] * 3
+
+
+def test_a_fresh_start_drops_an_abandoned_attempts_metrics_and_a_complete_run_reports_its_results(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "train/loss": 99.0}) + "\n" for s in (1, 2, 3)))
+    first = Trainer(tiny_config(steps=2), run).run()
+    assert sorted(_losses(run)) == [1, 2] and 99.0 not in _losses(run).values()
+    again = Trainer(tiny_config(steps=2), run).run()  # already complete: the logged results, nothing trained
+    assert again["train/loss"] == first["train/loss"] == _losses(run)[2]
+
+
+def test_init_from_an_unfinished_run_says_so(tmp_path, capsys):
+    Trainer(tiny_config(steps=2), tmp_path / "s1").run()
+    snapshot = json.loads((tmp_path / "s1" / "config.json").read_text())
+    (tmp_path / "s1" / "config.json").write_text(json.dumps(snapshot | {"steps": 5}))  # as if stopped at 2 of 5
+    Trainer(tiny_config(steps=1, init_from=str(tmp_path / "s1")), tmp_path / "s2").run()
+    out = capsys.readouterr().out
+    assert f"initialised weights from {tmp_path / 's1' / 'checkpoints' / '2'}" in out
+    assert "stopped at step 2 of its 5 steps" in out
+
+
+def test_keeping_no_checkpoint_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match=r"checkpoint.keep must be >= 1"):
+        Trainer(tiny_config(**{"checkpoint.keep": 0}), tmp_path / "run")
 
 
 def test_stages_chain_from_previous_run_directories(tmp_path, monkeypatch):

@@ -27,9 +27,9 @@ from qwen3jax.model import ModelConfig, create_model
 from qwen3jax.model.config import describe
 from qwen3jax.parallel import make_mesh
 from qwen3jax.parallel.rules import logical_to_spec
-from qwen3jax.train.checkpoint import Checkpointer, load_params
+from qwen3jax.train.checkpoint import Checkpointer, load_params, resolve_init_checkpoint
 from qwen3jax.train.losses import LOSSES, next_token_targets, token_cross_entropy
-from qwen3jax.train.metrics import MetricsWriter, format_duration, plot_curves, truncate_metrics
+from qwen3jax.train.metrics import MetricsWriter, format_duration, plot_curves, read_metrics, truncate_metrics
 from qwen3jax.train.optim import make_optimizer, opt_state_shardings
 from qwen3jax.train.step import TrainState, train_step
 
@@ -100,8 +100,8 @@ class Trainer:
         self.config = config
         self.workdir = pathlib.Path(workdir)
         self.primary = jax.process_index() == 0
-        self.stopped_by_signal = False
-        for key in ("steps", "log_every", "checkpoint.every", "micro_batches", "global_batch", "seq_len"):
+        self.stop_signal: str | None = None  # the signal that stopped the run early, if one did
+        for key in ("steps", "log_every", "checkpoint.every", "checkpoint.keep", "micro_batches", "global_batch", "seq_len"):
             if _lookup(config, key) < 1:
                 raise ValueError(f"config.{key} must be >= 1, got {_lookup(config, key)}")
         self.mesh = make_mesh(dict(config.mesh), devices)
@@ -184,53 +184,66 @@ class Trainer:
         state = self.init_state()
         data = self.data_iterator()
         ckpt = Checkpointer(self.workdir, keep=c.checkpoint.keep, async_save=c.checkpoint.async_save)
-        if ckpt.latest_step() is not None:
+        resumed = ckpt.latest_step() is not None
+        if resumed:
             state = ckpt.restore(state, data)
-            if self.primary:  # rows logged after that checkpoint will be logged again
-                truncate_metrics(self.workdir / "metrics.jsonl", after_step=int(state.step))
             self.log(f"resumed from {ckpt.directory / str(ckpt.latest_step())}")
         elif c.init_from:
-            state = state.replace(params=load_params(c.init_from, state.params))
-            self.log(f"initialised weights from {c.init_from}")
+            state = state.replace(params=self._init_params(state.params))
+        step = int(state.step)
+        metrics_path = self.workdir / "metrics.jsonl"
+        # Rows after the checkpoint are logged again; a fresh start drops an earlier, checkpoint-less attempt's rows
+        # (its config.json was replaced too). TensorBoard hides its events from the same step on.
+        first_new_step = step + 1 if resumed else 0
+        if self.primary:
+            truncate_metrics(metrics_path, after_step=first_new_step - 1)
 
         step_fn = self.step_function(jax.tree.map(lambda x: x.sharding, state))
         self.eval_step = self.eval_function(state)
-        writer = MetricsWriter(self.workdir, enabled=self.primary)
+        writer = MetricsWriter(self.workdir, enabled=self.primary, purge_step=first_new_step)
         stop = _StopFlag()
-        step = int(state.step)
         final = {}
-        if step >= c.steps:
-            self.log(f"run already complete at step {step} (steps={c.steps}); nothing to do")
-        window_start, window_steps, run_start, start_step = time.perf_counter(), 0, time.perf_counter(), step
+        if step >= c.steps:  # the results are those logged before (a sweep collects them)
+            self.log(f"run already complete at step {step} (steps={c.steps})")
+            for row in read_metrics(metrics_path):
+                final.update({k: v for k, v in row.items() if k.startswith(("train/", "eval/"))})
+        window_start, window_steps, start_step = time.perf_counter(), 0, step
         try:
             with jax.set_mesh(self.mesh):
                 if step == 0 and c.eval.every:  # the starting point of the eval curve
                     self.evaluate(state, 0, writer)
+                    window_start = time.perf_counter()
+                lagging = None  # the previous step's non-finite count, read once this step is queued: no stall
                 while step < c.steps:
                     state, metrics = step_fn(state, self.to_global(next(data)))
                     step += 1
                     window_steps += 1
+                    if lagging is not None:
+                        self._check_nonfinite(int(lagging))
+                    lagging = metrics["nonfinite_in_a_row"]
                     if step % c.log_every == 0 or step == c.steps or step == start_step + 1:
                         metrics = {f"train/{k}": float(v) for k, v in jax.device_get(metrics).items()}
-                        elapsed = time.perf_counter() - window_start
-                        final = self._report(step, metrics, elapsed / window_steps, run_start, start_step, writer)
+                        updates = step - int(state.opt_state.total_notfinite)  # skipped steps do not move the schedule
+                        seconds_per_step = (time.perf_counter() - window_start) / window_steps
+                        # The first step's time includes compilation: no ETA from it.
+                        final = self._report(step, updates, metrics, seconds_per_step, writer, eta=step > start_step + 1)
                         window_start, window_steps = time.perf_counter(), 0
-                        if metrics["train/nonfinite_in_a_row"] >= c.optim.max_nonfinite_steps:
-                            raise RunStopped(
-                                f"{int(metrics['train/nonfinite_in_a_row'])} steps in a row had a non-finite loss or "
-                                f"gradient (updates were skipped); lower optim.peak_lr or check the data"
-                            )
+                        self._check_nonfinite(int(metrics["train/nonfinite_in_a_row"]))
+                    paused = time.perf_counter()  # checkpoints and evals do not count as step time
                     stopping = stop.agreed()
                     if step % c.checkpoint.every == 0 or step == c.steps or stopping:
                         ckpt.save(state, data, force=True)
                     if stopping:
-                        self.stopped_by_signal = True
+                        self.stop_signal = stop.requested or "SIGTERM"  # another process's: the same preemption
+                        if self._eval_due(step):  # a resumed run starts after this step: now or never
+                            final.update(self.evaluate(state, step, writer))
                         ckpt.wait()
                         self.log(f"stopped by {stop.requested or 'another process'} at step {step}; checkpoint saved — rerun the same "
                                  f"command to resume")  # fmt: skip
                         return final
-                    if c.eval.every and (step % c.eval.every == 0 or step == c.steps):
+                    if self._eval_due(step):
                         final.update(self.evaluate(state, step, writer))
+                    window_start += time.perf_counter() - paused
                 ckpt.wait()
                 if step >= c.steps and c.samples.num:
                     self.write_samples(state)
@@ -244,19 +257,42 @@ class Trainer:
                     self.log(f"curves: {plot_curves(self.workdir)}")
         return final
 
-    def _report(self, step, metrics, seconds_per_step, run_start, start_step, writer) -> dict[str, float]:
+    def _init_params(self, abstract_params: dict) -> dict:
+        """`init_from`'s parameters, saying which step they come from and warning if that run did not finish."""
+        step_dir = resolve_init_checkpoint(self.config.init_from)
+        self.log(f"initialised weights from {step_dir}")
+        source_config = step_dir.parent.parent / "config.json"
+        if step_dir.name.isdigit() and source_config.is_file():
+            planned = json.loads(source_config.read_text()).get("steps")
+            if isinstance(planned, int) and int(step_dir.name) < planned:
+                self.log(f"warning: that run stopped at step {step_dir.name} of its {planned} steps: an unfinished "
+                         "stage (resume it first if that was not meant)")  # fmt: skip
+        return load_params(step_dir, abstract_params)
+
+    def _eval_due(self, step: int) -> bool:
+        every = self.config.eval.every
+        return bool(every) and (step % every == 0 or step == self.config.steps)
+
+    def _check_nonfinite(self, in_a_row: int) -> None:
+        if in_a_row >= self.config.optim.max_nonfinite_steps:
+            raise RunStopped(
+                f"{in_a_row} steps in a row had a non-finite loss or gradient (updates were skipped); lower "
+                f"optim.peak_lr or check the data"
+            )
+
+    def _report(self, step, updates, metrics, seconds_per_step, writer, *, eta: bool) -> dict[str, float]:
+        """Log one step. `updates`: updates applied so far; the rate shown is the one the latest of them used."""
         c = self.config
-        lr = float(self.schedule(step - 1))
+        lr = float(self.schedule(max(updates - 1, 0)))
         tok_s = self.tokens_per_step / seconds_per_step
         mfu = self.flops_per_step / seconds_per_step / self.peak_flops
-        done = step - start_step
-        eta = (time.perf_counter() - run_start) / done * (c.steps - step)
         metrics.update({"train/lr": lr, "train/tokens_per_s": tok_s, "train/mfu": mfu})
         writer.write(step, metrics)
         skipped = " SKIPPED(non-finite)" if metrics["train/skipped"] else ""
         self.log(
             f"step {step:>6}/{c.steps}  loss {metrics['train/loss']:.4f}  grad_norm {metrics['train/grad_norm']:.3f}  "
-            f"lr {lr:.2e}  {tok_s:,.0f} tok/s  MFU {mfu:.1%}  ETA {format_duration(eta)}{skipped}"
+            f"lr {lr:.2e}  {tok_s:,.0f} tok/s  MFU {mfu:.1%}  "
+            f"ETA {format_duration(seconds_per_step * (c.steps - step) if eta else math.nan)}{skipped}"
         )
         return metrics
 

@@ -10,7 +10,10 @@ from collections.abc import Mapping
 
 
 class MetricsWriter:
-    def __init__(self, workdir: pathlib.Path, *, enabled: bool = True):
+    """Appends rows to metrics.jsonl and TensorBoard events; `purge_step`: TensorBoard hides the run directory's
+    earlier events from this step on (they are about to be logged again, or belong to an abandoned attempt)."""
+
+    def __init__(self, workdir: pathlib.Path, *, enabled: bool = True, purge_step: int | None = None):
         self.workdir = workdir
         self.enabled = enabled
         self._jsonl = None
@@ -19,7 +22,7 @@ class MetricsWriter:
             from tensorboardX import SummaryWriter
 
             self._jsonl = open(workdir / "metrics.jsonl", "a")
-            self._tb = SummaryWriter(str(workdir / "tensorboard"))
+            self._tb = SummaryWriter(str(workdir / "tensorboard"), purge_step=purge_step)
 
     def write(self, step: int, scalars: Mapping[str, float]) -> None:
         if not self.enabled:
