@@ -26,3 +26,19 @@ def test_real_preset_train_step_compiles(tmp_path, preset, mesh):
     # Weights and both Adam moments (fp32) are sharded over the 8 devices: each holds ~1/8, never a replica.
     weights_and_moments_per_device = 3 * 4 * params / 8
     assert memory.argument_size_in_bytes < 1.3 * weights_and_moments_per_device + 4 * 16 * config.seq_len * 4
+
+
+@pytest.mark.parametrize("devices,micro_batches", [(8, 8), (1, 64)])
+def test_full_size_s3_fits_any_mesh_with_one_long_sequence_per_device_and_micro_batch(tmp_path, devices, micro_batches):
+    """`micro_batches=0` resolves against the mesh: 64 sequences of 32K tokens on 8 devices are 8 micro-batches."""
+    import jax
+
+    from experiments import pretrain_s3
+
+    config = pretrain_s3.get_config("qwen3_0_6b")
+    trainer = Trainer(config, tmp_path, devices=jax.devices()[:devices])
+    assert trainer.micro_batches == micro_batches and config.micro_batches == 0
+    config = pretrain_s3.get_config("qwen3_0_6b")
+    config.micro_batches = 16  # 4 sequences per micro-batch cannot be split over 8 batch shards
+    with pytest.raises(ValueError, match="micro_batches=0 picks the most that fit"):
+        Trainer(config, tmp_path / "other", devices=jax.devices()[:8])

@@ -42,7 +42,7 @@ def pretrain_config(stage: str, variant: str, reason: str) -> ml_collections.Con
             c.mesh.expert = 8
     c.seq_len = 256 if tiny else 4096
     c.global_batch = 16 if tiny else 512
-    c.micro_batches = 1 if tiny else 8  # 64 sequences of 4K per micro-batch
+    c.micro_batches = 1 if tiny else 8  # 64 sequences of 4K per micro-batch; 0: one sequence per batch shard
     c.steps = 200 if tiny else 100_000
     c.seed = 0
     c.init_from = ""  # checkpoint step dir, checkpoints dir or run dir to take the weights from

@@ -101,17 +101,22 @@ class Trainer:
         self.workdir = pathlib.Path(workdir)
         self.primary = jax.process_index() == 0
         self.stop_signal: str | None = None  # the signal that stopped the run early, if one did
-        for key in ("steps", "log_every", "checkpoint.every", "checkpoint.keep", "micro_batches", "global_batch", "seq_len"):
+        for key in ("steps", "log_every", "checkpoint.every", "checkpoint.keep", "global_batch", "seq_len"):
             if _lookup(config, key) < 1:
                 raise ValueError(f"config.{key} must be >= 1, got {_lookup(config, key)}")
+        if config.micro_batches < 0:
+            raise ValueError(f"config.micro_batches must be >= 1, or 0 for one sequence per batch shard per "
+                             f"micro-batch; got {config.micro_batches}")  # fmt: skip
         self.mesh = make_mesh(dict(config.mesh), devices)
         batch_shards = math.prod(self.mesh.shape[a] for a in ("data", "fsdp", "expert"))
-        per_micro = config.global_batch // config.micro_batches
-        if config.global_batch % config.micro_batches or per_micro % batch_shards:
+        # 0: as many micro-batches as the mesh allows (the least memory per device), e.g. for 32K-token sequences.
+        self.micro_batches = config.micro_batches or max(config.global_batch // batch_shards, 1)
+        per_micro = config.global_batch // self.micro_batches
+        if config.global_batch % self.micro_batches or per_micro % batch_shards:
             raise ValueError(
-                f"global_batch={config.global_batch} / micro_batches={config.micro_batches} must be a multiple of the "
+                f"global_batch={config.global_batch} / micro_batches={self.micro_batches} must be a multiple of the "
                 f"{batch_shards} batch shards of the mesh (data × fsdp × expert), or every device would compute "
-                f"the whole batch"
+                f"the whole batch; micro_batches=0 picks the most that fit"
             )
         if config.global_batch % jax.process_count():
             raise ValueError(f"global_batch={config.global_batch} must split evenly over {jax.process_count()} processes")
@@ -163,7 +168,7 @@ class Trainer:
         """The jitted train step with explicit in/out shardings and the state's buffers donated."""
         c = self.config
         return jax.jit(
-            functools.partial(train_step, loss_fn=self.loss_fn, num_micro_batches=c.micro_batches),
+            functools.partial(train_step, loss_fn=self.loss_fn, num_micro_batches=self.micro_batches),
             in_shardings=(state_shardings, self.batch_sharding((c.global_batch, c.seq_len))),
             out_shardings=(state_shardings, None),
             donate_argnums=0,
