@@ -260,6 +260,54 @@ def test_s3_length_mix(write_jsonl, tokenizer, unpack):
     assert _same(_take(resumed, 10), batches[state_at : state_at + 10])
 
 
+@pytest.mark.parametrize("unit", ["tokens", "documents"])
+def test_weights_as_token_shares(write_jsonl, tokenizer, unpack, unit):
+    """Short and long documents at weights 1:1: half the tokens each with weight_unit="tokens", half the
+    documents (so ~8% of the tokens from the short ones) with "documents"."""
+    texts = {"alpha": [f"alpha {i} word" for i in range(200)], "beta": [f"beta {i} " + "word " * 60 for i in range(200)]}
+    paths = {name: write_jsonl(f"{name}.jsonl", [{"text": t} for t in docs]) for name, docs in texts.items()}
+    cfg = {"sources": {name: {"kind": "jsonl", "path": path} for name, path in paths.items()},
+           "packing": "first_fit", "weight_unit": unit}  # fmt: skip
+    mean = {name: np.mean([len(tokenizer.encode(t)) + 1 for t in docs]) for name, docs in texts.items()}  # + EOS
+    it = build_pretrain_iterator(
+        cfg, seq_len=128, batch_size=8, seed=0, process_index=0, process_count=1, tokenizer=tokenizer
+    )
+    tokens = {"alpha": 0, "beta": 0}
+    for row in unpack.rows_of(_take(it, 60)):
+        for piece in unpack.segments(row):
+            tokens[tokenizer.decode(piece).split()[0]] += len(piece)
+    share = tokens["alpha"] / sum(tokens.values())
+    if unit == "tokens":
+        assert share == pytest.approx(0.5, abs=0.05)
+        measured = it.report()["mean_document_tokens"]  # a sample of 128 of the 200 documents
+        assert all(measured[name] == pytest.approx(mean[name], rel=0.05) for name in texts)
+    else:
+        assert share == pytest.approx(mean["alpha"] / (mean["alpha"] + mean["beta"]), abs=0.03)
+        assert "mean_document_tokens" not in it.report()
+
+
+@pytest.mark.parametrize("stage", ["s1", "s2"])
+def test_stage_token_shares_match_their_targets(stage, tokenizer):
+    """The share of tokens each S1/S2 component contributes, from its weight, the pipeline's measured mean length
+    and the true mean length of its filtered documents (the whole embedded source tokenized), is its target."""
+    from qwen3jax.data.config import label_matches
+    from qwen3jax.data.corpus.build import iter_records
+
+    cfg = parse_data_config(STAGES[stage]())
+    it = build_pretrain_iterator(
+        STAGES[stage](), seq_len=256, batch_size=2, seed=0, process_index=0, process_count=1, tokenizer=tokenizer
+    )
+    measured = it.report()["mean_document_tokens"]
+    mass = {}
+    for comp in cfg.sources:
+        records = [r for r in iter_records(comp.path, "train") if label_matches(r, comp.where)]
+        true_mean = np.mean([len(t) + 1 for t in tokenizer.encode_batch([r["text"] for r in records])])
+        mass[comp.name] = comp.weight / measured[comp.name] * true_mean
+    targets = sum(comp.weight for comp in cfg.sources)
+    for comp in cfg.sources:
+        assert mass[comp.name] / sum(mass.values()) == pytest.approx(comp.weight / targets, abs=0.015), comp.name
+
+
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_stage_configs_on_the_embedded_corpus(stage, tokenizer):
     cfg = STAGES[stage]()
@@ -274,6 +322,8 @@ def test_stage_configs_on_the_embedded_corpus(stage, tokenizer):
     assert batch["tokens"].shape == (2, 256) and (batch["segment_ids"] > 0).any()
     metrics = it.metrics()
     assert all(isinstance(v, int | float) for v in metrics.values())
+    # S1/S2 weights are token shares: every component's mean document length was measured.
+    assert set(it.report().get("mean_document_tokens", {})) == (set() if stage == "s3" else set(cfg.sources))
     eval_batch = next(
         build_eval_iterator(cfg, seq_len=256, batch_size=2, process_index=0, process_count=1, tokenizer=tokenizer)
     )
@@ -287,6 +337,7 @@ def test_config_errors_name_the_key(three_sources):
         "sources.a.weight must be a positive": {"sources": {"a": {"kind": "jsonl", "path": "x", "weight": 0}}},
         "unknown kind 'csv'": {"sources": {"a": {"kind": "csv", "path": "x"}}},
         "packing: unknown mode": {**base, "packing": "best_fit"},
+        "weight_unit: expected": {**base, "weight_unit": "rows"},
         "length_mix: unknown keys": {**base, "length_mix": {"fraction": 0.5}},
         "needs 'sources'": {"tokenizer": "default"},
         "cannot be mixed": {"sources": {"a": {"kind": "packed", "path": "x"}, "b": {"kind": "jsonl", "path": "y"}}},

@@ -113,6 +113,10 @@ class DataConfig:
       max_bad_fraction / min_records_for_bad_check: stop when more than this fraction of a source's records is
         bad, once at least that many records were read from it.
       read_threads / prefetch: threads and buffer (records) of each component's reader.
+      weight_unit: what the component weights are shares of: "documents" drawn (rows, for packed sources), or
+        "tokens" (each weight is divided by the component's mean tokens per document, measured on a sample of
+        its usable documents when the iterator is built; not with `length_mix`, whose documents all follow one
+        length distribution, so that document shares are token shares already).
     """
 
     sources: tuple[ComponentConfig, ...]
@@ -127,6 +131,7 @@ class DataConfig:
     min_records_for_bad_check: int = 1000
     read_threads: int = 2
     prefetch: int = 64
+    weight_unit: str = "documents"
 
     def __post_init__(self):
         if not self.sources:
@@ -138,6 +143,10 @@ class DataConfig:
             raise ValueError("packed sources (rows from `prepare`) cannot be mixed with raw-text sources")
         if any(packed) and self.length_mix is not None:
             raise ValueError("length_mix needs raw documents; it cannot apply to packed sources")
+        if self.weight_unit not in ("documents", "tokens"):
+            raise ValueError(f"weight_unit: expected 'documents' or 'tokens', got {self.weight_unit!r}")
+        if self.weight_unit == "tokens" and (any(packed) or self.length_mix is not None):
+            raise ValueError("weight_unit='tokens' needs raw documents without length_mix (see DataConfig)")
         for name in ("packing_bins", "max_doc_chars", "vocab_size", "prefetch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

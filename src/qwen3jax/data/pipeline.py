@@ -24,7 +24,7 @@ and `metrics()` give bad-input counts per source and reason, filter counts, and 
   packing="concat_then_split" | "first_fit";  packing_bins=32;  shuffle=True
   length_mix=None | {long_fraction=0.75, block_records=32, separator="\n\n"}   (S3)
   max_doc_chars=1_000_000;  max_bad_fraction=0.05;  min_records_for_bad_check=1000
-  read_threads=2;  prefetch=64
+  read_threads=2;  prefetch=64;  weight_unit="documents" | "tokens" (weights are token shares; see DataConfig)
 
 How it is built: each component is a grain MapDataset over a random-access source, cut to this process's
 contiguous shard, shuffled and repeated, and mapped through `DocumentMaker` (parse → validate → label → filter
@@ -49,6 +49,8 @@ from qwen3jax.data.length_mix import LengthMixIterDataset, LengthMixStats
 from qwen3jax.data.packing import pack_documents, pad_batch
 from qwen3jax.data.sources import HoldoutView, open_source
 from qwen3jax.data.tokenizer import Tokenizer, default_tokenizer, load_tokenizer
+
+TOKEN_SAMPLE = 128  # documents measured per component for weight_unit="tokens"
 
 
 def configured_tokenizer(cfg: DataConfig) -> Tokenizer:
@@ -109,11 +111,13 @@ class DataIterator(grain.DatasetIterator):
         trackers: Mapping[str, BadInputTracker],
         makers: Mapping[str, DocumentMaker],
         length_mix: LengthMixStats | None,
+        mean_tokens: Mapping[str, float] | None = None,
     ):
         super().__init__(parent)
         self._trackers = dict(trackers)
         self._makers = dict(makers)
         self._length_mix = length_mix
+        self._mean_tokens = dict(mean_tokens or {})
 
     def __next__(self) -> dict[str, np.ndarray]:
         try:
@@ -130,13 +134,16 @@ class DataIterator(grain.DatasetIterator):
         self._parent.set_state(state)
 
     def report(self) -> dict[str, Any]:
-        """Bad-input counts (by source and reason, with first offenders), filter counts, measured S3 mix."""
+        """Bad-input counts (by source and reason, with first offenders), filter counts, measured S3 mix, and the
+        measured mean document lengths behind token-share weights."""
         out: dict[str, Any] = {
             "bad_input": {name: t.summary() for name, t in self._trackers.items()},
             "filtered": {name: m.filtered for name, m in self._makers.items()},
         }
         if self._length_mix is not None:
             out["length_mix"] = self._length_mix.summary()
+        if self._mean_tokens:  # weight_unit="tokens": what the document weights were derived from
+            out["mean_document_tokens"] = self._mean_tokens
         return out
 
     def metrics(self) -> dict[str, float]:
@@ -177,6 +184,7 @@ class _Builder:
         self.read_options = grain.ReadOptions(num_threads=self.cfg.read_threads, prefetch_buffer_size=self.cfg.prefetch)
         self.trackers: dict[str, BadInputTracker] = {}
         self.makers: dict[str, DocumentMaker] = {}
+        self.mean_tokens: dict[str, float] = {}  # weight_unit="tokens": measured per component
 
     def shard(self, comp: ComponentConfig, source: Any) -> grain.MapDataset:
         start, end = shard_bounds(len(source), self.process_index, self.process_count)
@@ -213,8 +221,35 @@ class _Builder:
             documents, seq_len=self.seq_len, mode=self.cfg.packing, bins=self.cfg.packing_bins, seed=seed
         )
 
+    def mean_document_tokens(self, comp: ComponentConfig) -> float:
+        """Mean tokens (EOS included) of the component's usable training documents, estimated from records
+        spread evenly over the whole source (so every process computes the same weights): their mean length in
+        characters times tokens per character measured on TOKEN_SAMPLE of them (a ratio that varies far less
+        between documents than their lengths). Bad and filtered records are passed over here (a throwaway
+        tracker) and counted only when training reads them."""
+        source = _open_split(comp, "train")
+        quiet = BadInputTracker(comp.name, max_bad_fraction=1.0, min_records=1)
+        maker = DocumentMaker(comp, self.cfg, self.tokenizer, quiet, num_records=len(source), append_eos=True)
+        picks = np.unique(np.linspace(0, len(source) - 1, min(len(source), TOKEN_SAMPLE * 16)).astype(np.int64))
+        usable = {int(i): len(text) for i in picks if (text := self._usable_text(maker, comp, source[int(i)]))}
+        if not usable:
+            raise ValueError(
+                f"sources.{comp.name}: none of {len(picks)} sampled records gives a document, so its mean length "
+                f"(for weight_unit='tokens') is unknown; check its where={dict(comp.where)} or use weight_unit='documents'"
+            )
+        indices = list(usable)
+        spread = np.unique(np.linspace(0, len(indices) - 1, min(len(indices), TOKEN_SAMPLE)).astype(np.int64))
+        measured = [self._usable_text(maker, comp, source[indices[int(j)]]) for j in spread]
+        tokens_per_char = sum(len(self.tokenizer.encode(t)) for t in measured) / sum(len(t) for t in measured)
+        return float(np.mean(list(usable.values()))) * tokens_per_char + 1
+
+    @staticmethod
+    def _usable_text(maker: DocumentMaker, comp: ComponentConfig, raw) -> str | None:
+        record = maker.document(raw)
+        return None if record is None else record[comp.text_key]
+
     def iterator(self, batches: grain.IterDataset, length_mix: LengthMixStats | None = None) -> DataIterator:
-        return DataIterator(batches.__iter__(), self.trackers, self.makers, length_mix)
+        return DataIterator(batches.__iter__(), self.trackers, self.makers, length_mix, self.mean_tokens)
 
 
 def build_pretrain_iterator(
@@ -261,6 +296,9 @@ def build_pretrain_iterator(
             )
         )
     weights = [comp.weight for comp in cfg.sources]
+    if cfg.weight_unit == "tokens":
+        b.mean_tokens = {comp.name: b.mean_document_tokens(comp) for comp in cfg.sources}
+        weights = [comp.weight / b.mean_tokens[comp.name] for comp in cfg.sources]
     mixed = streams[0] if len(streams) == 1 else grain.IterDataset.mix(streams, weights)
     batches = b.rows(mixed, _component_seed(seed, "packing")).batch(batch_size, drop_remainder=True)
     return b.iterator(batches, stats)

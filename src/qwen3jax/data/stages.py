@@ -4,10 +4,10 @@ S1 general: every source, safety-flagged documents removed. S2 reasoning: up-wei
 the mathematical/scientific documents, keeps only prose with higher educational value. S3 long context: the
 sources with long (or concatenable related) documents, under the 75/25 length mix.
 
-Mixture weights are per document. S1/S2 weights are derived from target shares of *tokens*, using the mean
-document length of each embedded source (`_MEAN_CHARS`, measured on CPython 3.11 with the pinned packages; the
-shares stay approximate elsewhere). Under the S3 length mix every output document follows the same length
-distribution, so S3 weights are token shares directly.
+Mixture weights: S1/S2 give target shares of *tokens* (`weight_unit="tokens"`: the pipeline divides each by the
+component's mean document length in tokens, measured on its filtered documents with the run's tokenizer). Under
+the S3 length mix every output document follows the same length distribution, so S3 weights are document shares,
+which are token shares there.
 """
 
 from __future__ import annotations
@@ -19,20 +19,8 @@ import ml_collections
 
 from qwen3jax.data.config import DataConfig
 
-# Mean characters per document of each embedded source (corpus manifest: chars / documents).
-_MEAN_CHARS = {
-    "python_code": 18_100,
-    "python_docs": 7_000,
-    "numpy_docs": 1_340,
-    "package_docs": 950,
-    "references": 550,
-    "synthetic_reasoning": 450,
-}
-
-
-def _component(path: str, share: float, *, per_token: bool, **extra: Any) -> dict[str, Any]:
-    weight = share / _MEAN_CHARS[path] * 1000 if per_token else share
-    return {"kind": "embedded", "path": path, "weight": weight, "where": {}, **extra}
+def _component(path: str, share: float, **extra: Any) -> dict[str, Any]:
+    return {"kind": "embedded", "path": path, "weight": share, "where": {}, **extra}
 
 
 def _config(sources: dict[str, dict[str, Any]], **overrides: Any) -> ml_collections.ConfigDict:
@@ -47,13 +35,14 @@ def s1_config() -> ml_collections.ConfigDict:
     safe = {"safety": "ok"}
     return _config(
         {
-            "code": _component("python_code", 0.30, per_token=True, where=safe),
-            "python_docs": _component("python_docs", 0.15, per_token=True, where=safe),
-            "numpy_docs": _component("numpy_docs", 0.20, per_token=True, where=safe),
-            "package_docs": _component("package_docs", 0.10, per_token=True, where=safe),
-            "references": _component("references", 0.05, per_token=True, where=safe),
-            "synthetic": _component("synthetic_reasoning", 0.20, per_token=True),
-        }
+            "code": _component("python_code", 0.30, where=safe),
+            "python_docs": _component("python_docs", 0.15, where=safe),
+            "numpy_docs": _component("numpy_docs", 0.20, where=safe),
+            "package_docs": _component("package_docs", 0.10, where=safe),
+            "references": _component("references", 0.05, where=safe),
+            "synthetic": _component("synthetic_reasoning", 0.20),
+        },
+        weight_unit="tokens",
     )
 
 
@@ -63,12 +52,13 @@ def s2_config() -> ml_collections.ConfigDict:
     safe = {"safety": "ok"}
     return _config(
         {
-            "synthetic": _component("synthetic_reasoning", 0.40, per_token=True),
-            "code": _component("python_code", 0.25, per_token=True, where=safe),
-            "stem_docs": _component("numpy_docs", 0.15, per_token=True, where={"domain": ["math", "science"]}),
-            "python_docs": _component("python_docs", 0.15, per_token=True, where={"edu_score": {"min": 3}}),
-            "package_docs": _component("package_docs", 0.05, per_token=True, where={"edu_score": {"min": 3}}),
-        }
+            "synthetic": _component("synthetic_reasoning", 0.40),
+            "code": _component("python_code", 0.25, where=safe),
+            "stem_docs": _component("numpy_docs", 0.15, where={"domain": ["math", "science"]}),
+            "python_docs": _component("python_docs", 0.15, where={"edu_score": {"min": 3}}),
+            "package_docs": _component("package_docs", 0.05, where={"edu_score": {"min": 3}}),
+        },
+        weight_unit="tokens",
     )
 
 
@@ -78,10 +68,10 @@ def s3_config() -> ml_collections.ConfigDict:
     neighbours)."""
     return _config(
         {
-            "code": _component("python_code", 0.40, per_token=False),
-            "python_docs": _component("python_docs", 0.25, per_token=False),
-            "numpy_docs": _component("numpy_docs", 0.15, per_token=False),
-            "synthetic": _component("synthetic_reasoning", 0.20, per_token=False),
+            "code": _component("python_code", 0.40),
+            "python_docs": _component("python_docs", 0.25),
+            "numpy_docs": _component("numpy_docs", 0.15),
+            "synthetic": _component("synthetic_reasoning", 0.20),
         },
         packing="first_fit",
         length_mix={"long_fraction": 0.75, "block_records": 32, "separator": "\n\n"},
