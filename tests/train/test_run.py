@@ -118,6 +118,14 @@ def test_init_from_an_unfinished_run_says_so(tmp_path, capsys):
     assert "stopped at step 2 of its 5 steps" in out
 
 
+def test_init_from_another_models_checkpoint_names_the_parameters(tmp_path):
+    Trainer(tiny_config(steps=1), tmp_path / "s1").run()
+    wider = tiny_config(steps=1, init_from=str(tmp_path / "s1"), **{"model.hidden_size": 64})
+    named = r"parameters do not match this model.*embed_tokens: stored \(512, 32\), this model \(512, 64\)"
+    with pytest.raises(RunStopped, match=named):
+        Trainer(wider, tmp_path / "s2").run()
+
+
 def test_keeping_no_checkpoint_is_rejected(tmp_path):
     with pytest.raises(ValueError, match=r"checkpoint.keep must be >= 1"):
         Trainer(tiny_config(**{"checkpoint.keep": 0}), tmp_path / "run")

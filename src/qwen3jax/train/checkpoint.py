@@ -81,7 +81,25 @@ def resolve_init_checkpoint(path: str | pathlib.Path) -> pathlib.Path:
 
 
 def load_params(path: str | pathlib.Path, abstract_params: dict) -> dict:
-    """Parameters only, from any checkpoint `resolve_init_checkpoint` accepts, in the layout of `abstract_params`."""
+    """Parameters only, from any checkpoint `resolve_init_checkpoint` accepts, in the layout of `abstract_params`.
+    A checkpoint of another model (other shapes or parameter names) is a ValueError naming the parameters."""
     step_dir = resolve_init_checkpoint(path)
     with ocp.StandardCheckpointer() as ckptr:
+        stored = _shapes(ckptr.metadata(step_dir / "params").item_metadata)
+        expected = _shapes(abstract_params)
+        problems = [f"{name}: stored {stored.get(name)}, this model {expected.get(name)}"
+                    for name in sorted(set(stored) | set(expected)) if stored.get(name) != expected.get(name)]  # fmt: skip
+        if problems:
+            raise ValueError(
+                f"init_from {step_dir}: {len(problems)} parameters do not match this model (None: absent), e.g. "
+                f"{'; '.join(problems[:3])}; the model config must be the one of the run it comes from"
+            )
         return ckptr.restore(step_dir / "params", _abstract(abstract_params))
+
+
+def _shapes(tree) -> dict[str, tuple[int, ...]]:
+    """Leaf shapes by "a/b/0/c" path (a checkpoint's metadata names list indices as strings, a state as ints)."""
+    def name(path) -> str:
+        return "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
+
+    return {name(path): tuple(leaf.shape) for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}

@@ -272,7 +272,10 @@ class Trainer:
             if isinstance(planned, int) and int(step_dir.name) < planned:
                 self.log(f"warning: that run stopped at step {step_dir.name} of its {planned} steps: an unfinished "
                          "stage (resume it first if that was not meant)")  # fmt: skip
-        return load_params(step_dir, abstract_params)
+        try:
+            return load_params(step_dir, abstract_params)
+        except ValueError as e:  # another model's checkpoint: one line naming the parameters
+            raise RunStopped(str(e)) from None
 
     def _eval_due(self, step: int) -> bool:
         every = self.config.eval.every
