@@ -14,18 +14,20 @@ from qwen3jax.parallel.rules import logical_axes
 
 
 def learning_rate_schedule(o: Mapping[str, Any], total_steps: int) -> optax.Schedule:
-    """`cosine`: linear warmup, cosine decay to end_lr_ratio·peak over `decay_steps` (default: the rest of the run;
-    fewer steps = an accelerated decay that then holds the final LR). `wsd`: warmup, constant, then a linear
-    decay over the last `decay_fraction` of the run."""
+    """The rate of update k (0-based) is the curve's value at step k + 1, so the warmup starts at peak/warmup_steps
+    (an update at rate 0 would only move the Adam moments), reaches the peak at update warmup_steps - 1 and the
+    run's last update uses the final rate. `cosine`: linear warmup, cosine decay to end_lr_ratio·peak over
+    `decay_steps` (default: the rest of the run; fewer steps = an accelerated decay that then holds the final LR).
+    `wsd`: warmup, constant, then a linear decay over the last `decay_fraction` of the run."""
     peak, warmup = o["peak_lr"], int(o["warmup_steps"])
     end = peak * o["end_lr_ratio"]
     if o["schedule"] == "cosine":
         decay_steps = int(o["decay_steps"]) or max(total_steps - warmup, 1)
-        return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, warmup + decay_steps, end)
-    if o["schedule"] == "wsd":
+        curve = optax.warmup_cosine_decay_schedule(0.0, peak, warmup, warmup + decay_steps, end)
+    elif o["schedule"] == "wsd":
         decay = max(int(round(total_steps * o["decay_fraction"])), 1)
         stable = max(total_steps - warmup - decay, 0)
-        return optax.join_schedules(
+        curve = optax.join_schedules(
             [
                 optax.linear_schedule(0.0, peak, max(warmup, 1)),
                 optax.constant_schedule(peak),
@@ -33,7 +35,9 @@ def learning_rate_schedule(o: Mapping[str, Any], total_steps: int) -> optax.Sche
             ],
             boundaries=[warmup, warmup + stable],
         )
-    raise ValueError(f"optim.schedule must be 'cosine' or 'wsd', got {o['schedule']!r}")
+    else:
+        raise ValueError(f"optim.schedule must be 'cosine' or 'wsd', got {o['schedule']!r}")
+    return lambda count: curve(count + 1)
 
 
 def weight_decay_mask(abstract_params: nnx.State, *, decay_norms: bool, decay_embeddings: bool) -> dict:
