@@ -179,6 +179,18 @@ def test_label_filter_and_inline_annotation(write_jsonl, tokenizer, unpack):
         _take(it, 5)
 
 
+def test_where_conditions_on_scalar_and_list_labels():
+    from qwen3jax.data.config import label_matches
+
+    record = {"domain": "math", "edu_score": 3, "safety_reasons": ["pii", "toxicity"], "flag": True}
+    assert label_matches(record, {"domain": "math", "edu_score": {"min": 3}})
+    assert not label_matches(record, {"domain": ["code", "prose"]})
+    assert label_matches(record, {"safety_reasons": "pii"}) and label_matches(record, {"safety_reasons": ["x", "pii"]})
+    assert not label_matches(record, {"safety_reasons": "spam"}) and not label_matches(record, {"missing": 1})
+    assert not label_matches(record, {"flag": {"min": 0}})  # a bool is not a number
+    assert not label_matches({"safety_reasons": []}, {"safety_reasons": "pii"})
+
+
 def test_a_filter_that_keeps_one_record_in_twenty_trains_on(write_jsonl, tokenizer):
     """Passes are shuffled one by one, so the kept record may sit first in one pass and last in the next: more than
     a pass of filtered records in a row is normal and must not end the run."""

@@ -93,3 +93,6 @@ def test_thinking_tokens_reject_bad_input():
         generate(model, [[1]], max_new_tokens=2, thinking_budget=3)
     with pytest.raises(ValueError, match="2 entries for 1 prompts"):
         generate(model, [[1]], max_new_tokens=2, thinking_budget=[3, 4], thinking=ThinkingTokens(1, 2, (2,)))
+    for bad in (True, 2.5, "3"):
+        with pytest.raises(ValueError, match="thinking_budget must be None, an int"):
+            generate(model, [[1]], max_new_tokens=2, thinking_budget=bad, thinking=ThinkingTokens(1, 2, (2,)))

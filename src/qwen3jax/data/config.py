@@ -48,10 +48,12 @@ class ComponentConfig:
       name: the component's key in `sources`; used in metrics and error messages.
       kind: one of SOURCE_KINDS.
       path: file, glob or list of them; a TFDS dataset directory or name; an embedded source name.
-      weight: relative sampling weight (per document; per row for `packed`). Normalised over all components.
+      weight: relative sampling weight (per document, or per token with the data config's weight_unit="tokens";
+        per row for `packed`). Normalised over all components.
       text_key: field holding the document text.
       where: label filter. `{label: value}` keeps records whose label equals value, `{label: [v1, v2]}` any of
-        them, `{label: {"min": a, "max": b}}` a numeric range (either bound optional). All entries must hold.
+        them, `{label: {"min": a, "max": b}}` a numeric range (either bound optional). All entries must hold; a
+        label holding a list (e.g. `safety_reasons`) holds when one of its elements does.
       annotate: labelers (names as for `annotate.get_labeler`) run on records before `where` is applied, for sources
         whose records lack the labels.
       eval_path: a separate file/glob of held-out records (same kind). Embedded sources use their eval split.
@@ -198,21 +200,23 @@ def parse_data_config(cfg: Mapping[str, Any] | DataConfig) -> DataConfig:
 
 
 def label_matches(record: Mapping[str, Any], where: Mapping[str, Any]) -> bool:
-    """Whether `record`'s labels satisfy the `where` filter of a component (see ComponentConfig)."""
+    """Whether `record`'s labels satisfy the `where` filter of a component (see ComponentConfig). A label holding
+    a list (e.g. `safety_reasons`) satisfies a condition when one of its elements does."""
     for label, condition in where.items():
         if label not in record:
             return False
         value = record[label]
-        if isinstance(condition, Mapping):
-            if not isinstance(value, int | float) or isinstance(value, bool):
-                return False
-            if "min" in condition and value < condition["min"]:
-                return False
-            if "max" in condition and value > condition["max"]:
-                return False
-        elif isinstance(condition, list | tuple):
-            if value not in condition:
-                return False
-        elif value != condition:
+        values = value if isinstance(value, list) else [value]
+        if not any(_value_matches(v, condition) for v in values):
             return False
     return True
+
+
+def _value_matches(value: Any, condition: Any) -> bool:
+    if isinstance(condition, Mapping):
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return False
+        return not ("min" in condition and value < condition["min"] or "max" in condition and value > condition["max"])
+    if isinstance(condition, list | tuple):
+        return value in condition
+    return value == condition

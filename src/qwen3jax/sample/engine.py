@@ -331,10 +331,12 @@ def _budget_tables(
     b = len(prompts)
     if thinking_budget is None or _is_int(thinking_budget):
         budgets = [thinking_budget] * b
-    else:
+    elif isinstance(thinking_budget, Sequence) and not isinstance(thinking_budget, (str, bytes)):
         budgets = list(thinking_budget)
         if len(budgets) != b:
             raise ValueError(f"thinking_budget has {len(budgets)} entries for {b} prompts")
+    else:
+        raise ValueError(f"thinking_budget must be None, an int >= 0 or one per prompt, got {thinking_budget!r}")
     for i, x in enumerate(budgets):
         if x is not None and (not _is_int(x) or x < 0):
             raise ValueError(f"thinking_budget[{i}] must be None or an int >= 0, got {x!r}")
