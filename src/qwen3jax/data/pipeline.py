@@ -209,7 +209,8 @@ class _Builder:
         source = _open_split(comp, split)
         if source is None:
             return None
-        if skip_empty_share and len(set(shard_bounds(len(source), self.process_index, self.process_count))) == 1:
+        start, end = shard_bounds(len(source), self.process_index, self.process_count)
+        if skip_empty_share and start == end:
             return None
         records = self.shard(comp, source)
         return records.map(self.maker(comp, records, append_eos=True))

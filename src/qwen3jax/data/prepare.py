@@ -153,7 +153,6 @@ def _earlier_outputs(output: pathlib.Path, names: Sequence[str], process_index: 
 
 
 def _prepare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-
     if args.stage:
         raw = STAGES[args.stage]().to_dict()
         raw["length_mix"] = None  # Rows of a fixed-length prep are packed normally; S3 mixing happens online.

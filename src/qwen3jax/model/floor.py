@@ -38,8 +38,7 @@ class Product(NamedTuple):
 
     @property
     def flops(self) -> int:
-        (lhs_contract, _), (lhs_batch, _) = self.dimension_numbers
-        rhs_contract, rhs_batch = self.dimension_numbers[0][1], self.dimension_numbers[1][1]
+        (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = self.dimension_numbers
         lhs_free = [n for i, n in enumerate(self.lhs.shape) if i not in (*lhs_contract, *lhs_batch)]
         rhs_free = [n for i, n in enumerate(self.rhs.shape) if i not in (*rhs_contract, *rhs_batch)]
         contracted = [self.lhs.shape[i] for i in lhs_contract]

@@ -99,7 +99,7 @@ def load_params(path: str | pathlib.Path, abstract_params: dict) -> dict:
 
 def _shapes(tree) -> dict[str, tuple[int, ...]]:
     """Leaf shapes by "a/b/0/c" path (a checkpoint's metadata names list indices as strings, a state as ints)."""
-    def name(path) -> str:
-        return "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
-
-    return {name(path): tuple(leaf.shape) for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+    return {
+        jax.tree_util.keystr(path, simple=True, separator="/"): tuple(leaf.shape)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+    }
