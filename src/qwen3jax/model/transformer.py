@@ -4,7 +4,7 @@ itself in vocabulary slices: `model(..., head=False)` then `model.head(hidden, v
 
 Routing statistics of MoE layers (for the load-balancing loss) come from `model(..., return_stats=True)`, which
 returns `(logits, RoutingStats)` with fields stacked over MoE layers in depth order: `expert_counts [L_moe, E]`,
-`router_prob_sums [L_moe, E]`, `num_tokens [L_moe]`, summed over the real (segment id > 0) tokens of the batch.
+`router_prob_sums [L_moe, E]`, `num_tokens [L_moe]`, `dropped_slots [L_moe]`, summed over the real (segment id > 0) tokens of the batch.
 Dense models return empty `[0, 0]` statistics.
 """
 
@@ -219,7 +219,7 @@ class Qwen3(nnx.Module):
                 stats = jax.tree.map(lambda *s: jnp.concatenate(s), *moe_stats)
             else:
                 empty = jnp.zeros((0, 0), jnp.float32)
-                stats = RoutingStats(empty, empty, jnp.zeros((0,), jnp.float32))
+                stats = RoutingStats(empty, empty, jnp.zeros((0,), jnp.float32), jnp.zeros((0,), jnp.float32))
             outputs.append(stats)
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
