@@ -61,6 +61,19 @@ def padded_capacity(tokens_per_device: int, top_k: int, num_experts: int, expert
     return max(1, min(worst, math.ceil(factor * tokens_per_device * top_k / expert_ranks)))
 
 
+def describe_exchange(exchange: str, capacity_factor: float, tokens_per_device: int, top_k: int, num_experts: int,
+                      expert_ranks: int) -> str:  # fmt: skip
+    """One log line: which exchange runs and, for the padded one, its capacity and whether it can drop."""
+    exchange = resolve_exchange(exchange)
+    if exchange == "ragged":
+        return f"MoE expert exchange: ragged all-to-all over {expert_ranks} expert ranks (dropless)"
+    capacity = padded_capacity(tokens_per_device, top_k, num_experts, expert_ranks, capacity_factor)
+    worst = padded_capacity(tokens_per_device, top_k, num_experts, expert_ranks, 0)
+    drops = "dropless" if capacity == worst else f"overflow beyond it dropped and counted (dropless needs {worst})"
+    return (f"MoE expert exchange: padded all-to-all over {expert_ranks} expert ranks, capacity {capacity} rows per "
+            f"device pair for {tokens_per_device} tokens per device, {drops}")  # fmt: skip
+
+
 def expert_axis_size() -> int:
     """Size of the `expert` axis of the mesh set with `jax.set_mesh` (1 without a mesh)."""
     mesh = jax.sharding.get_abstract_mesh()

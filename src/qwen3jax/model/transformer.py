@@ -16,6 +16,7 @@ from flax import nnx
 
 from qwen3jax.model.attention import Attention, KVCache, attention_mask
 from qwen3jax.model.config import ModelConfig
+from qwen3jax.model.context_parallel import balanced_inputs, context_axis_size, from_balanced
 from qwen3jax.model.layers import MLP, OutputMajor, RMSNorm, param, project, rope_cos_sin, rope_frequencies
 from qwen3jax.model.moe import MoE, RoutingStats
 from qwen3jax.parallel.rules import constrain
@@ -185,9 +186,16 @@ class Qwen3(nnx.Module):
             if cache is not None:
                 raise ValueError("decoding with a KV cache needs explicit per-row positions")
             positions = positions_from_segments(segment_ids)
+        # Context parallelism (model/context_parallel.py): the per-token inputs go into the load-balanced layout,
+        # attention gets segment ids and original indices instead of a [B, T, T] mask, the output comes back.
+        cp = context_axis_size() if cache is None else 1
+        if cp > 1:
+            tokens, positions, segment_ids, mask_BTS = balanced_inputs(tokens, positions, segment_ids, cp)
         inv_freq, rope_scale = rope_frequencies(cfg)
         cos, sin = rope_cos_sin(positions, inv_freq, rope_scale)
-        if cache is None:
+        if cp > 1:
+            stack_caches = [None] * len(self.stacks)
+        elif cache is None:
             mask_BTS = attention_mask(segment_ids, segment_ids)
             stack_caches = [None] * len(self.stacks)
         else:
@@ -203,6 +211,8 @@ class Qwen3(nnx.Module):
             new_kv.append(kv)
             if stats is not None:
                 moe_stats.append(stats)
+        if cp > 1:
+            x_BTD = constrain(from_balanced(x_BTD, cp), ("batch", "seq", "act_embed"))
         x_BTD = self.norm(x_BTD)
         outputs = [self.head(x_BTD)[0] if head else x_BTD]
         if cache is not None:

@@ -25,6 +25,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from qwen3jax.data.pipeline import build_eval_iterator, build_pretrain_iterator, configured_tokenizer
 from qwen3jax.model import ModelConfig, create_model
 from qwen3jax.model.config import describe
+from qwen3jax.model.expert_parallel import describe_exchange
 from qwen3jax.parallel import make_mesh
 from qwen3jax.parallel.rules import logical_to_spec
 from qwen3jax.train.checkpoint import Checkpointer, load_params, resolve_init_checkpoint
@@ -133,6 +134,11 @@ class Trainer:
         self.peak_flops = peak_flops_per_device(config.hardware.peak_flops) * (1 if cpu else jax.device_count())
         self.log(f"model: {describe(self.model_cfg)}")
         self.log(f"mesh: {dict(self.mesh.shape)} over {jax.device_count()} {jax.devices()[0].platform} device(s)")
+        m = self.model_cfg
+        if m.is_moe and m.moe_expert_exchange != "none" and self.mesh.shape["expert"] > 1:
+            token_shards = math.prod(self.mesh.shape[a] for a in ("data", "fsdp", "expert", "context"))
+            self.log(describe_exchange(m.moe_expert_exchange, m.moe_capacity_factor, per_micro * config.seq_len //
+                                       token_shards, m.num_experts_per_tok, m.num_experts, self.mesh.shape["expert"]))  # fmt: skip
 
     def log(self, message: str) -> None:
         if self.primary:
