@@ -45,11 +45,17 @@ from jax.sharding import PartitionSpec as P
 
 from qwen3jax.parallel.rules import logical_to_spec
 
+
 def resolve_exchange(name: str) -> str:
-    """The exchange `name` runs as on the current backend (`auto` → `ragged` on accelerators, `padded` on CPU)."""
-    if name == "auto":
-        return "padded" if jax.default_backend() == "cpu" else "ragged"
-    return name
+    """The exchange `name` runs as on the mesh's platform (`auto` → `ragged` on accelerators, `padded` on CPU).
+
+    The platform of the mesh set with `jax.set_mesh`, not the default backend: a program compiled ahead of time
+    for TPU devices on a CPU host gets the TPU exchange."""
+    if name != "auto":
+        return name
+    device = getattr(jax.sharding.get_abstract_mesh(), "abstract_device", None)
+    platform = device.platform if device is not None else jax.default_backend()
+    return "padded" if platform == "cpu" else "ragged"
 
 
 def padded_capacity(tokens_per_device: int, top_k: int, num_experts: int, expert_ranks: int, factor: float) -> int:
@@ -96,7 +102,8 @@ def expert_parallel(kernel: Callable, exchange: str, capacity_factor: float, x_S
     down_spec = P(up_spec[0], up_spec[2], None)  # the FFN dim sharded as in gate/up, the hidden dim whole
     ffn_axes = up_spec[2]
     tokens_per_device = x_SD.shape[0] // math.prod(mesh_shape[a] for a in _names(token_axes))
-    capacity = padded_capacity(tokens_per_device, top_k, num_experts, ep, capacity_factor if exchange == "padded" else 0)
+    factor = capacity_factor if exchange == "padded" else 0  # the ragged buffer is always the dropless worst case
+    capacity = padded_capacity(tokens_per_device, top_k, num_experts, ep, factor)
 
     def local(x_SD, expert_SK, weight_SK, w_gate, w_up, w_down):
         def experts(rows_RD, expert_R):
@@ -155,13 +162,12 @@ def _plan(expert_SK, num_experts: int, ep: int) -> _Plan:
     )
 
 
-def _group_ids(group_sizes, num_rows: int, limit=None):
+def _group_ids(group_sizes, num_rows: int):
     """For rows 0..num_rows-1 laid out as consecutive groups of `group_sizes`: each row's group, and whether it is
-    inside a group (and below `limit`)."""
+    inside one (rows past the last group are empty)."""
     ends = jnp.cumsum(group_sizes)
     rows = jnp.arange(num_rows)
-    valid = rows < (ends[-1] if limit is None else jnp.minimum(ends[-1], limit))
-    return jnp.searchsorted(ends, rows, side="right"), valid
+    return jnp.searchsorted(ends, rows, side="right"), rows < ends[-1]
 
 
 def _exclusive_cumsum(x, axis=0):
@@ -196,7 +202,8 @@ def _padded_exchange(plan: _Plan, x_RD, experts, capacity: int):
     index = (plan.dest_R, jnp.where(kept, slot_in_pair, capacity))  # out of range: dropped by the scatter
     send = jnp.zeros((ep, capacity, x_RD.shape[1]), x_RD.dtype).at[index].set(x_RD, mode="drop")
     received = jax.lax.all_to_all(send, "expert", 0, 0)  # [sender, capacity, D]
-    group, valid = jax.vmap(lambda sizes: _group_ids(sizes, capacity, capacity))(plan.recv_counts)
+    # Each sender's rows for this rank, by local expert, cut at `capacity` (what it dropped was its tail).
+    group, valid = jax.vmap(lambda sizes: _group_ids(sizes, capacity))(plan.recv_counts)
     y = experts(received.reshape(ep * capacity, -1), jnp.where(valid, group, local_experts).reshape(-1))
     back = jax.lax.all_to_all(y.reshape(ep, capacity, -1), "expert", 0, 0)  # [receiver, capacity, D]
     y_sorted = back.at[index].get(mode="fill", fill_value=0)

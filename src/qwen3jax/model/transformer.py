@@ -4,7 +4,8 @@ itself in vocabulary slices: `model(..., head=False)` then `model.head(hidden, v
 
 Routing statistics of MoE layers (for the load-balancing loss) come from `model(..., return_stats=True)`, which
 returns `(logits, RoutingStats)` with fields stacked over MoE layers in depth order: `expert_counts [L_moe, E]`,
-`router_prob_sums [L_moe, E]`, `num_tokens [L_moe]`, `dropped_slots [L_moe]`, summed over the real (segment id > 0) tokens of the batch.
+`router_prob_sums [L_moe, E]`, `num_tokens [L_moe]`, summed over the real (segment id > 0) tokens of the batch, and
+`dropped_slots [L_moe]` (see model/expert_parallel.py).
 Dense models return empty `[0, 0]` statistics.
 """
 

@@ -137,8 +137,10 @@ class Trainer:
         m = self.model_cfg
         if m.is_moe and m.moe_expert_exchange != "none" and self.mesh.shape["expert"] > 1:
             token_shards = math.prod(self.mesh.shape[a] for a in ("data", "fsdp", "expert", "context"))
-            self.log(describe_exchange(m.moe_expert_exchange, m.moe_capacity_factor, per_micro * config.seq_len //
-                                       token_shards, m.num_experts_per_tok, m.num_experts, self.mesh.shape["expert"]))  # fmt: skip
+            tokens_per_device = per_micro * config.seq_len // token_shards
+            with jax.set_mesh(self.mesh):  # `auto` resolves by the mesh's platform
+                self.log(describe_exchange(m.moe_expert_exchange, m.moe_capacity_factor, tokens_per_device,
+                                           m.num_experts_per_tok, m.num_experts, self.mesh.shape["expert"]))  # fmt: skip
 
     def log(self, message: str) -> None:
         if self.primary:
