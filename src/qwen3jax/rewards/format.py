@@ -64,7 +64,7 @@ def format_violations(completion: str, thinking: bool) -> list[str]:
         problems.append("think_tags")  # exactly one opening and one closing tag
     match = _BLOCK.match(text)
     if match is None:
-        return problems + ["no_leading_think_block"]
+        return sorted(set(problems + ["no_leading_think_block"]))
     reasoning, answer = match.group(1), match.group(2)
     if any(token in reasoning + answer for token in SPECIAL_TOKENS):
         problems.append("stray_special_token")

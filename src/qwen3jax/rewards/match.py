@@ -25,7 +25,7 @@ def answer_span(completion: str) -> str | None:
     boxed = _BOXED.findall(answer)
     if boxed:
         return boxed[-1].strip()
-    tail = re.split(r"(?i)(?:final answer|answer)\s*(?:is|:)\s*", answer)
+    tail = re.split(r"(?i)answer\s*(?:is\s*:?|:)\s*", answer)
     return tail[-1].strip() if len(tail) > 1 else answer.strip()
 
 
