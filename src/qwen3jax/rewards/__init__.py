@@ -5,7 +5,7 @@ Importing the package registers every reward: `math` (math-verify), `exact_match
 reference answer).
 """
 
-from qwen3jax.rewards import code, format, ifeval, match, math  # noqa: F401  (registration)
+from qwen3jax.rewards import code, format, ifeval, judge, match, math  # noqa: F401  (registration)
 from qwen3jax.rewards.base import REWARDS, Reward, RewardResult, WeightedRewards, build_reward, build_rewards
 
 __all__ = ["REWARDS", "Reward", "RewardResult", "WeightedRewards", "build_reward", "build_rewards"]

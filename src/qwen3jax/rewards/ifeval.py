@@ -97,7 +97,7 @@ def _bullet_count(text: str, num: int) -> bool:
 
 def _numbered_sections(text: str, num: int, prefix: str = "Section") -> bool:
     """Sections headed `{prefix} 1` ... `{prefix} num` at line starts, in order, and no others."""
-    found = [int(n) for n in re.findall(rf"^\s*(?:#+\s*)?{re.escape(prefix)}\s+(\d+)", text, re.MULTILINE)]
+    found = [int(n) for n in re.findall(rf"^\s*(?:#+\s*)?{re.escape(prefix)}\s+(\d+)", text, re.MULTILINE | re.I)]
     return found == list(range(1, num + 1))
 
 
@@ -138,7 +138,7 @@ def _highlighted_sections(text: str, num: int) -> bool:
 
 
 def _postscript(text: str, marker: str = "P.S.") -> bool:
-    return re.search(rf"^\s*{re.escape(marker)}", text, re.MULTILINE) is not None
+    return re.search(rf"^\s*{re.escape(marker)}", text, re.MULTILINE | re.IGNORECASE) is not None
 
 
 CHECKS: dict[str, Callable[..., bool]] = {
