@@ -232,3 +232,14 @@ def test_fake_pass_line_earns_nothing():
     reward = code.CodeTestsReward()
     result = reward(["q", "q"], [fake, honest], tests=[tests, tests])
     assert result.scores.tolist() == [0.0, 1.0] and result.mask.all()
+
+
+def test_code_rewards_mask_when_no_sandbox_starts(tmp_path, monkeypatch):
+    marker = tmp_path / "ran"
+    monkeypatch.setattr(sandbox, "_DEFAULT", Sandbox(SandboxConfig(python=str(tmp_path / "no-python"))))
+    program = f"</think>\n```python\nopen({str(marker)!r}, 'w').write('x')\n```"
+    tests = code.CodeTestsReward()(["q"], [program], tests=[["assert True"]])
+    cases = code.CodeIOReward()(["q"], [program], tests=[[{"stdin": "", "stdout": ""}]])
+    for result in (tests, cases):
+        assert result.reasons == ("sandbox_unavailable",) and not result.mask.any()
+    assert not marker.exists()
