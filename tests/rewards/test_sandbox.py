@@ -107,7 +107,9 @@ def _attacks(tmp: pathlib.Path, port: int) -> dict[str, tuple[str, str, float]]:
             "error",
             5,
         ),
-        "fork_bomb": ("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass", "timeout", 2),
+        "fork_bomb": (
+            "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass", "timeout", 2
+        ),
         "memory_bomb": ("x = []\nwhile True:\n    x.append(bytearray(2**24))", "error", 5),
         "infinite_loop": ("while True:\n    pass", "timeout", 2),
         "sleep_past_limit": ("import time\ntime.sleep(60)", "timeout", 1),

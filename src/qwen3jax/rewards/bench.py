@@ -18,7 +18,8 @@ _PROGRAM = "print(sum(i * i for i in range(1000)))"
 def math_answers_per_second(count: int = 128, workers: int = 2) -> float:
     """Distinct embedded problems, half answered right and half wrong, checked by `workers` warm workers."""
     records = verifiable_records("math", "eval", count)
-    cases = [(f"</think>\\boxed{{{r['gold'] if i % 2 else r['gold'] + '1'}}}", r["gold"]) for i, r in enumerate(records)]
+    answers = [r["gold"] if i % 2 else r["gold"] + "1" for i, r in enumerate(records)]
+    cases = [(f"</think>\\boxed{{{answer}}}", r["gold"]) for answer, r in zip(answers, records)]
     pool = VerifierPool(workers=workers)
     try:
         with ThreadPoolExecutor(workers) as threads:
@@ -51,7 +52,9 @@ def sandbox_figures(count: int = 40, workers: int = 2) -> dict[str, float]:
         t = time.perf_counter()
         subprocess.run([box.config.python, "-I", "-c", _PROGRAM], capture_output=True, check=True)
         bare.append(time.perf_counter() - t)
-    return {"programs_per_s": throughput, "sandboxed_s": statistics.median(sandboxed), "bare_s": statistics.median(bare)}
+    return {
+        "programs_per_s": throughput, "sandboxed_s": statistics.median(sandboxed), "bare_s": statistics.median(bare)
+    }  # fmt: skip
 
 
 def run() -> None:
@@ -59,9 +62,9 @@ def run() -> None:
           flush=True)  # fmt: skip
     figures = sandbox_figures()
     overhead_ms = (figures["sandboxed_s"] - figures["bare_s"]) * 1000
-    print(f"sandbox: {figures['programs_per_s']:.1f} programs/s (pool of 2); one program {figures['sandboxed_s'] * 1000:.0f} "
-          f"ms sandboxed vs {figures['bare_s'] * 1000:.0f} ms bare `python -c`: overhead {overhead_ms:.0f} ms "
-          f"(target < 150 ms)", flush=True)  # fmt: skip
+    print(f"sandbox: {figures['programs_per_s']:.1f} programs/s (pool of 2); one program "
+          f"{figures['sandboxed_s'] * 1000:.0f} ms sandboxed vs {figures['bare_s'] * 1000:.0f} ms bare `python -c`: "
+          f"overhead {overhead_ms:.0f} ms (target < 150 ms)", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -212,7 +212,8 @@ def validate_constraint(constraint: Any) -> str | None:
     required = {n for n, p in list(params.items())[1:] if p.default is p.empty}
     allowed = set(list(params)[1:])
     if not required <= given <= allowed:
-        return f"constraint {constraint['id']!r} takes {sorted(allowed)} (required {sorted(required)}), got {sorted(given)}"
+        return (f"constraint {constraint['id']!r} takes {sorted(allowed)} (required {sorted(required)}), "
+                f"got {sorted(given)}")  # fmt: skip
     if "relation" in given and constraint["relation"] not in RELATIONS:
         return f"relation must be one of {RELATIONS}, got {constraint['relation']!r}"
     return None

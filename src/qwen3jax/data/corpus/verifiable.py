@@ -352,11 +352,11 @@ def preference_pairs(split: str, n_per_domain: int | None = None) -> list[dict[s
     rng = random.Random(f"preference:{SEED}:{split}")
     pairs = []
     for record in verifiable_records("math", split, n_per_domain):
-        steps = record["solution"]
+        steps, wrong = record["solution"], _wrong_answer(record["gold"], rng)
         pairs.append({
             "id": "pair/" + record["id"], "prompt": record["prompt"], "domain": "math", "gold": record["gold"],
             "chosen": _fmt_answer(f"{steps}\n\nThe final answer is $\\boxed{{{record['gold']}}}$."),
-            "rejected": _fmt_answer(f"{steps}\n\nThe final answer is $\\boxed{{{_wrong_answer(record['gold'], rng)}}}$."),
+            "rejected": _fmt_answer(f"{steps}\n\nThe final answer is $\\boxed{{{wrong}}}$."),
         })  # fmt: skip
     for record in verifiable_records("code", split, n_per_domain):
         pairs.append({
