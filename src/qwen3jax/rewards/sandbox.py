@@ -64,7 +64,9 @@ class SandboxConfig:
     Attributes:
       python: interpreter run inside (must not live under a directory the sandbox uid cannot traverse).
       cpu_s: CPU seconds per process (RLIMIT_CPU); None = the wall-clock limit rounded up, plus one second.
-      max_processes: processes and threads of the run's uid (RLIMIT_NPROC), counting bwrap's own two.
+      max_processes: processes and threads of the run (RLIMIT_NPROC of its uid), counting the sandbox's init and
+        the program itself. The address-space limit holds per process (no memory cgroup can be created here), so
+        a run can hold at most about max_processes × memory_mb: keep the product small.
       max_open_files: RLIMIT_NOFILE.
       max_file_mb: largest file the program may write (RLIMIT_FSIZE), in its tmpfs.
       tmpfs_mb: size of each private tmpfs (working dir, /tmp, /dev/shm).
@@ -75,7 +77,7 @@ class SandboxConfig:
 
     python: str = "/usr/bin/python3"
     cpu_s: float | None = None
-    max_processes: int = 32
+    max_processes: int = 8
     max_open_files: int = 64
     max_file_mb: int = 16
     tmpfs_mb: int = 64
