@@ -227,13 +227,16 @@ def test_fake_pass_line_earns_nothing():
     """A program that prints what a passing run would print (and exits 0 before the tests) scores 0."""
     fake = (
         "</think>\n```python\nimport json, os\nprint('PASS')\nprint('All tests passed')\n"
-        "print('0' * 32 + ' ' + json.dumps([True, True]))\nos._exit(0)\n```"
+        "print('0' * 32 + ' ' + json.dumps([True, True]), flush=True)\nos._exit(0)\n```"
     )
     honest = "</think>\n```python\ndef double(x):\n    return 2 * x\n```"
     tests = ["assert double(2) == 4", "assert double(-1) == -2"]
     reward = code.CodeTestsReward()
     result = reward(["q", "q"], [fake, honest], tests=[tests, tests])
     assert result.scores.tolist() == [0.0, 1.0] and result.mask.all()
+    # The fake lines did reach the output: only the nonce tells them apart.
+    fake_run = sandbox.run_python(code.extract_program(fake))
+    assert fake_run.stdout.splitlines() == ["PASS", "All tests passed", "0" * 32 + " [true, true]"]
 
 
 def test_code_rewards_mask_when_no_sandbox_starts(tmp_path, monkeypatch):
