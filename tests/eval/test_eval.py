@@ -4,6 +4,7 @@ end to end on a tiny native checkpoint (bookkeeping against the samples, caching
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import math
@@ -12,7 +13,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
+from flax import nnx
 
 from qwen3jax.convert.native import save_native
 from qwen3jax.data.badinput import BadInputError
@@ -21,6 +24,7 @@ from qwen3jax.data.corpus.build import DEFAULT_CORPUS, corpus_key
 from qwen3jax.data.tokenizer import default_tokenizer
 from qwen3jax.eval import __main__ as eval_cli
 from qwen3jax.eval import metrics, runner
+from qwen3jax.eval.checkpoints import load_checkpoint
 from qwen3jax.eval.loglik import score_continuations
 from qwen3jax.eval.tasks import load_task, math_choice_records
 from qwen3jax.rewards import REWARDS, RewardResult
@@ -238,3 +242,26 @@ def test_checkpoint_tokenizer_mismatch_is_one_line(checkpoint, tmp_path, capsys)
     assert code == 2 and len(err.splitlines()) == 1 and "checkpoint/tokenizer mismatch" in err
     assert eval_cli.main(["--ckpt", str(tmp_path / "small"), "--tasks", "nope"]) == 2
     assert "unknown task 'nope'" in capsys.readouterr().err
+
+
+def test_run_directory_loads_its_newest_checkpoint_with_the_runs_tokenizer(tmp_path):
+    spec = importlib.util.spec_from_file_location("s1", "experiments/pretrain_s1.py")
+    experiment = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(experiment)
+    config = json.loads(experiment.get_config("tiny").to_json_best_effort())
+    config["model"], config["data"]["vocab_size"] = CFG.to_dict(), 512
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(config))
+    models = {step: build(CFG, seed=step) for step in (3, 10)}
+    with ocp.StandardCheckpointer() as checkpointer:
+        for step, model in models.items():
+            checkpointer.save(run / "checkpoints" / str(step) / "params", nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+        checkpointer.wait_until_finished()
+    tokens = [list(range(1, 9))]
+    for path, step in ((run, 10), (run / "checkpoints" / "3", 3)):
+        chat, _ = load_checkpoint(path)
+        assert chat.tokenizer.vocab_size == 512
+        expected = full_forward_logits(models[step], tokens, 8)
+        np.testing.assert_array_equal(full_forward_logits(chat.model, tokens, 8), expected)
+    assert eval_cli.default_out(run) == run / "eval"

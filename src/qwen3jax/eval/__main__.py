@@ -63,6 +63,13 @@ def default_out(ckpt: pathlib.Path) -> pathlib.Path:
     return pathlib.Path("eval_results") / ckpt.absolute().name
 
 
+def _budgets_of(mode: str, args: argparse.Namespace) -> list[int | None]:
+    """Thinking mode runs at every budget of the curve (or the one --budget); non-thinking mode has none."""
+    if mode == "no_think":
+        return [None]
+    return args.budgets or [args.budget]
+
+
 def main_args(args: argparse.Namespace) -> list[dict]:
     tasks = [load_task(spec.strip()) for spec in args.tasks.split(",") if spec.strip()]  # bad tasks fail first
     ckpt = pathlib.Path(args.ckpt)
@@ -74,8 +81,7 @@ def main_args(args: argparse.Namespace) -> list[dict]:
     results = []
     for task in tasks:
         runs = [(None, None)] if task.kind == "multiple_choice" else [
-            (mode, budget) for mode in modes
-            for budget in (args.budgets if args.budgets and mode == "think" else [args.budget if mode == "think" else None])
+            (mode, budget) for mode in modes for budget in _budgets_of(mode, args)
         ]  # fmt: skip
         curve = []
         for mode, budget in runs:

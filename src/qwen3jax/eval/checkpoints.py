@@ -12,6 +12,7 @@ import hashlib
 import json
 import pathlib
 
+import ml_collections
 from flax import nnx
 
 from qwen3jax.convert import load_hf, load_native
@@ -21,6 +22,7 @@ from qwen3jax.model import ModelConfig, Qwen3
 from qwen3jax.sample.budget import ThinkingTokens
 from qwen3jax.sample.cli import CHAT_STOP_TOKENS, ChatModel, UsageError
 from qwen3jax.train.checkpoint import load_params, resolve_init_checkpoint
+from qwen3jax.train.loop import configured_tokenizer_for
 
 
 def checkpoint_kind(path: pathlib.Path) -> str:
@@ -40,9 +42,6 @@ def checkpoint_kind(path: pathlib.Path) -> str:
 
 
 def _load_run(path: pathlib.Path) -> tuple[Qwen3, Tokenizer, pathlib.Path]:
-    from qwen3jax.train.loop import configured_tokenizer_for  # the run's own tokenizer choice
-    import ml_collections
-
     try:
         step_dir = resolve_init_checkpoint(path)
     except FileNotFoundError as e:

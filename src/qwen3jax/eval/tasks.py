@@ -139,8 +139,8 @@ def validate_choice_record(record: Any) -> dict[str, Any]:
     if not isinstance(prompt, str) or not prompt.strip():
         raise BadRecord("missing_prompt", "needs a non-empty 'prompt' (or 'question') string")
     choices = record.get("choices")
-    if (not isinstance(choices, list) or len(choices) < 2
-            or not all(isinstance(c, str) and c.strip() for c in choices) or len(set(choices)) != len(choices)):  # fmt: skip
+    well_formed = isinstance(choices, list) and all(isinstance(c, str) and c.strip() for c in choices)
+    if not well_formed or len(set(choices)) < 2 or len(set(choices)) != len(choices):
         raise BadRecord("bad_choices", "choices must be a list of >= 2 distinct non-empty strings")
     answer = record.get("answer")
     if isinstance(answer, str) and len(answer.strip()) == 1 and answer.strip().upper() in LETTERS:
