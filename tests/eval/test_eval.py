@@ -17,6 +17,7 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
+from qwen3jax.convert import save_hf
 from qwen3jax.convert.native import save_native
 from qwen3jax.data.badinput import BadInputError
 from qwen3jax.data.cache import cache_root
@@ -24,7 +25,7 @@ from qwen3jax.data.corpus.build import DEFAULT_CORPUS, corpus_key
 from qwen3jax.data.tokenizer import default_tokenizer
 from qwen3jax.eval import __main__ as eval_cli
 from qwen3jax.eval import metrics, runner
-from qwen3jax.eval.checkpoints import load_checkpoint
+from qwen3jax.eval.checkpoints import checkpoint_kind, load_checkpoint
 from qwen3jax.eval.loglik import score_continuations
 from qwen3jax.eval.tasks import load_task, math_choice_records
 from qwen3jax.rewards import REWARDS, RewardResult
@@ -244,7 +245,7 @@ def test_checkpoint_tokenizer_mismatch_is_one_line(checkpoint, tmp_path, capsys)
     assert "unknown task 'nope'" in capsys.readouterr().err
 
 
-def test_run_directory_loads_its_newest_checkpoint_with_the_runs_tokenizer(tmp_path):
+def test_run_directory_loads_its_newest_checkpoint_with_the_runs_tokenizer(tmp_path, checkpoint):
     spec = importlib.util.spec_from_file_location("s1", "experiments/pretrain_s1.py")
     experiment = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(experiment)
@@ -265,3 +266,10 @@ def test_run_directory_loads_its_newest_checkpoint_with_the_runs_tokenizer(tmp_p
         expected = full_forward_logits(models[step], tokens, 8)
         np.testing.assert_array_equal(full_forward_logits(chat.model, tokens, 8), expected)
     assert eval_cli.default_out(run) == run / "eval"
+    # Native and HF folders of the same model load to the same logits.
+    save_hf(models[3], CFG, tmp_path / "hf")
+    save_native(models[3], tmp_path / "native")
+    for folder, kind in ((tmp_path / "hf", "hf"), (tmp_path / "native", "native")):
+        assert checkpoint_kind(folder) == kind
+        chat, _ = load_checkpoint(folder, str(checkpoint / "tokenizer.model"))
+        np.testing.assert_allclose(full_forward_logits(chat.model, tokens, 8), expected, atol=1e-5)

@@ -196,8 +196,8 @@ BUILTIN_TASKS = {
     "math": "embedded held-out math problems (generation, reward math)",
     "code": "embedded held-out function-writing problems (generation, sandboxed assert tests)",
     "instruction": "embedded held-out instruction-following prompts (generation, ifeval rules)",
-    "math_mc": "embedded held-out math problems with integer/fraction answers as 4-way multiple choice (log-likelihood, "
-               "3-shot)",
+    "math_mc": "embedded held-out math problems with integer/fraction answers as 4-way multiple choice "
+               "(log-likelihood, 3-shot)",
 }
 
 
