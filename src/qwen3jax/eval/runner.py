@@ -23,7 +23,7 @@ from qwen3jax.chat import EMPTY_THINK
 from qwen3jax.data.verifiable import batch_fields
 from qwen3jax.eval import metrics
 from qwen3jax.eval.loglik import score_continuations
-from qwen3jax.eval.tasks import Task, choice_context
+from qwen3jax.eval.tasks import KINDS, Task, choice_context
 from qwen3jax.rewards import WeightedRewards, build_rewards
 from qwen3jax.sample.cli import EVAL_DECODING, ChatModel
 from qwen3jax.sample.engine import generate
@@ -200,6 +200,11 @@ def run_choice(chat: ChatModel, task: Task, settings: Settings) -> tuple[dict, l
 
 
 # ------------------------------------------------------------------------------------------------ one run
+# A task kind's runner: (model, task, settings) -> (result fields incl. "primary" and "metrics", samples).
+RUNNERS = {"generation": run_generation, "multiple_choice": run_choice}
+assert set(RUNNERS) == set(KINDS)
+
+
 def evaluate(
     chat: ChatModel, checkpoint: str, task: Task, settings: Settings, out_dir: pathlib.Path, *, use_cache: bool = True,
     checkpoint_path: str = "",
@@ -213,8 +218,7 @@ def evaluate(
     if use_cache and path.is_file():
         return dict(json.loads(path.read_text()), cached=True)
     started = time.perf_counter()
-    run = run_choice if task.kind == "multiple_choice" else run_generation
-    fields, samples = run(chat, task, settings)
+    fields, samples = RUNNERS[task.kind](chat, task, settings)
     result = {
         "task": task.name, "kind": task.kind, "mode": None if task.kind == "multiple_choice" else settings.mode,
         "budget": settings.budget, "n": settings.n if task.kind == "generation" else 1,
