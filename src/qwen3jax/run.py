@@ -12,8 +12,12 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from qwen3jax import runlog
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment file[:variant]", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory (default: runs/<experiment name>)")
+_VERBOSE = flags.DEFINE_bool("verbose", False, "also show library logs (orbax, absl, grain, jax) on the console; "
+                             "they always go to <workdir>/run.log")
 
 
 def main(argv) -> None:
@@ -21,9 +25,11 @@ def main(argv) -> None:
     from qwen3jax.train.loop import RunStopped, Trainer
 
     config = _CONFIG.value
-    print(f"experiment {config.name}: variant {config.variant!r} ({config.variant_reason})", flush=True)
+    workdir = _WORKDIR.value or f"runs/{config.name}"
+    runlog.configure(workdir, verbose=_VERBOSE.value)
+    runlog.say(f"experiment {config.name}: variant {config.variant!r} ({config.variant_reason})")
     try:  # configuration problems are reported in one line; errors inside training keep their traceback
-        trainer = Trainer(config, _WORKDIR.value or f"runs/{config.name}")
+        trainer = Trainer(config, workdir)
     except (RunStopped, ValueError, KeyError) as e:
         fail(e)
     try:
@@ -35,7 +41,7 @@ def main(argv) -> None:
 
 
 def fail(error: BaseException) -> None:
-    print(f"error: {error}", file=sys.stderr)
+    runlog.say(f"error: {error}", error=True)
     sys.exit(1)
 
 

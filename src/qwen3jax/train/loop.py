@@ -22,6 +22,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from qwen3jax import runlog
 from qwen3jax.data.pipeline import build_eval_iterator, build_pretrain_iterator, configured_tokenizer
 from qwen3jax.model import ModelConfig, create_model
 from qwen3jax.model.config import describe
@@ -136,7 +137,7 @@ class Trainer:
 
     def log(self, message: str) -> None:
         if self.primary:
-            print(message, flush=True)
+            runlog.say(message)
 
     # ---- state --------------------------------------------------------------------------------------------------
     def init_state(self) -> TrainState:
