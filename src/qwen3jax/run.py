@@ -6,8 +6,10 @@ signal stopped it after a checkpoint, as shells and job schedulers expect of a p
 
 from __future__ import annotations
 
+import pathlib
 import signal
 import sys
+import time
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -23,6 +25,9 @@ _VERBOSE = flags.DEFINE_bool("verbose", False, "also show library logs (orbax, a
 def main(argv) -> None:
     del argv
     from qwen3jax.train.loop import RunStopped, Trainer
+    from qwen3jax.train.metrics import format_duration, read_metrics, summary_table
+
+    started = time.perf_counter()
 
     config = _CONFIG.value
     workdir = _WORKDIR.value or f"runs/{config.name}"
@@ -38,6 +43,10 @@ def main(argv) -> None:
         fail(e)
     if trainer.stop_signal:  # checkpointed, not finished: a pipeline must not go on to the next stage
         sys.exit(128 + signal.Signals[trainer.stop_signal].value)
+    rows = read_metrics(pathlib.Path(workdir) / "metrics.jsonl")
+    runlog.say("\n".join([f"results of {config.name} after {format_duration(time.perf_counter() - started)}:",
+                           *summary_table(rows)]))  # fmt: skip
+    runlog.say(f"outputs in {workdir}/: metrics.jsonl, curves.png, samples.txt, checkpoints/, tensorboard/, run.log")
 
 
 def fail(error: BaseException) -> None:
