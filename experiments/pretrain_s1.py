@@ -11,7 +11,8 @@ FULL_SIZE_DEFAULT = "qwen3_0_6b"
 
 def get_config(arg: str = ""):
     variant, reason = choose_variant(arg, FULL_SIZE_DEFAULT)
-    config = pretrain_config("pretrain_s1", variant, reason, s1_config())
+    config = pretrain_config("pretrain_s1", variant, reason)
+    config.data = s1_config()
     return config
 
 

@@ -9,7 +9,8 @@ FULL_SIZE_DEFAULT = "qwen3_0_6b"
 
 def get_config(arg: str = ""):
     variant, reason = choose_variant(arg, FULL_SIZE_DEFAULT)
-    config = pretrain_config("pretrain_s2", variant, reason, s2_config())
+    config = pretrain_config("pretrain_s2", variant, reason)
+    config.data = s2_config()
     config.init_from = "runs/pretrain_s1"  # the default run directory of stage 1
     config.steps = 100 if variant.startswith("tiny") else 20_000
     # Accelerated decay: a short warmup (fresh Adam moments) to a third of S1's peak, then cosine to 1% within the

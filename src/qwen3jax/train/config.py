@@ -25,10 +25,7 @@ def choose_variant(arg: str, full_size_default: str) -> tuple[str, str]:
     return full_size_default, f"no variant given and the backend is {backend}"
 
 
-def pretrain_config(
-    stage: str, variant: str, reason: str, data: ml_collections.ConfigDict | None = None
-) -> ml_collections.ConfigDict:
-    """The config of one pretraining stage; `data` is the stage's data config (`data.stages`)."""
+def pretrain_config(stage: str, variant: str, reason: str) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.name = stage
     c.variant = variant
@@ -38,10 +35,6 @@ def pretrain_config(
     if not tiny:  # accelerators: fp32 weights, bf16 compute, recompute each layer in the backward pass
         model = model.replace(dtype="bfloat16", remat="full", moe_kernel="ragged" if model.is_moe else model.moe_kernel)
     c.model = ml_collections.ConfigDict(model.to_dict())
-    if data is not None:
-        c.data = data
-        if tiny:  # the default tokenizer is trained with exactly as many pieces as the tiny model has embeddings
-            c.data.vocab_size = model.vocab_size
     c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "expert": 1, "context": 1, "tensor": 1})
     if not tiny:  # pods: shard weights (ZeRO-3) over every device; MoE experts additionally over an expert axis
         c.mesh.data, c.mesh.fsdp = 1, -1
@@ -81,7 +74,7 @@ def pretrain_config(
     c.samples = ml_collections.ConfigDict(
         {
             "num": 3,
-            "max_new_tokens": 64,
+            "max_new_tokens": 40,
             "prompts": ["def fibonacci(n):", "The standard library", "Question: What is 12 + 7?"],
         }
     )
