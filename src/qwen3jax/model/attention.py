@@ -153,8 +153,8 @@ class Attention(nnx.Module):
         logits_BKGTS = jnp.where(mask_BTS[:, None, None], logits_BKGTS, _MASK_VALUE)
         probs_BKGTS = jax.nn.softmax(logits_BKGTS, axis=-1).astype(self.dtype)
         if q_BTKGH.shape[1] == 1:
-            # One query per row (decoding): a matrix-vector product per row and KV head, which XLA:CPU runs several
-            # times faster as a fused multiply-reduce (accumulated in fp32) than as a batched dot.
+            # One query per row (decoding): a matrix-vector product per row and KV head, which XLA:CPU runs faster
+            # as a fused multiply-reduce (accumulated in fp32) than as a batched dot.
             products = probs_BKGTS[..., None].astype(jnp.float32) * v_BKSH[:, :, None, None].astype(jnp.float32)
             return products.sum(-2).astype(self.dtype).transpose(0, 3, 1, 2, 4)
         return jnp.einsum("BKGTS,BKSH->BTKGH", probs_BKGTS, v_BKSH)

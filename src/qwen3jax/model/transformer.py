@@ -113,11 +113,11 @@ def decode_view(model: "Qwen3") -> "Qwen3":
     Call it inside the jitted function, before the loop, so that its slices and transposes are made once per call
     rather than once per step.
 
-    Why (XLA:CPU, measured on the bench config): a layer's slice of a stacked weight is a copy, and XLA does not
-    hoist those copies out of a while loop, so a scanned or unrolled stack re-copies every weight on every decode
-    step; and skinny products stream an output-major weight about 2x faster, read weight-first by `project` (see
-    `layers.FEW_ROWS`). The view is for running only: its parameters keep the stacked `layers` sharding metadata
-    and hold transposed copies, so do not save, shard or train it.
+    Why (XLA:CPU): a layer's slice of a stacked weight is a copy, and XLA does not hoist those copies out of a while
+    loop, so a scanned or unrolled stack re-copies every weight on every decode step; and skinny products stream an
+    output-major weight faster, read weight-first by `project` (see `layers.FEW_ROWS`). The view is for running
+    only: its parameters keep the stacked `layers` sharding metadata and hold transposed copies, so do not save,
+    shard or train it.
     """
     graphdef, state = nnx.split(model)
     view = nnx.merge(graphdef, state)
@@ -239,8 +239,8 @@ class Qwen3(nnx.Module):
         vocabulary slices [B, T, V_i] (sizes as `numpy.array_split`), one matmul each.
 
         A loss that reduces each slice on its own (`losses.token_cross_entropy`) then never forms the [B, T, V]
-        logits as one array: on XLA:CPU 8 slices make the head + cross-entropy of the bench config ~17% faster
-        (narrower GEMMs, fewer passes over a 268 MB array); the gradient of the split is a concatenation.
+        logits as one array, which on XLA:CPU means narrower GEMMs and no pass over the whole [B, T, V] fp32 array;
+        the gradient of the split is a concatenation.
         """
         if not 1 <= vocab_slices <= self.config.vocab_size:
             raise ValueError(f"vocab_slices must be in [1, vocab_size={self.config.vocab_size}], got {vocab_slices}")
