@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from qwen3jax.model import dca
 from qwen3jax.model.attention import Attention, KVCache, attention_mask
 from qwen3jax.model.config import ModelConfig
 from qwen3jax.model.layers import MLP, OutputMajor, RMSNorm, param, project, rope_cos_sin, rope_frequencies
@@ -38,8 +39,8 @@ class DecoderLayer(nnx.Module):
         self.mlp = MoE(cfg, rngs=rngs) if is_moe else MLP(cfg, rngs=rngs)
         self.is_moe = is_moe
 
-    def __call__(self, x_BTD, cos, sin, mask_BTS, token_mask_BT, kv_cache=None, cache_index=None):
-        attn_out, kv_cache = self.self_attn(self.input_layernorm(x_BTD), cos, sin, mask_BTS, kv_cache, cache_index)
+    def __call__(self, x_BTD, rope, mask_BTS, token_mask_BT, kv_cache=None, cache_index=None):
+        attn_out, kv_cache = self.self_attn(self.input_layernorm(x_BTD), rope, mask_BTS, kv_cache, cache_index)
         h_BTD = constrain(x_BTD + attn_out, ("batch", "seq", "act_embed"))
         if self.is_moe:
             mlp_out, stats = self.mlp(self.post_attention_layernorm(h_BTD), token_mask_BT)
@@ -63,7 +64,7 @@ class LayerStack(nnx.Module):
         self.remat = cfg.remat
         self.scan_layers = cfg.scan_layers
 
-    def __call__(self, x_BTD, cos, sin, mask_BTS, token_mask_BT, kv_cache=None, cache_index=None):
+    def __call__(self, x_BTD, rope, mask_BTS, token_mask_BT, kv_cache=None, cache_index=None):
         """Returns (x, (routing stats stacked per layer or None, updated (k, v) cache or None)).
 
         The group's KV cache (`kv_cache=(k, v)`, stacked or per-layer, see `KVCache`) travels in the loop carry
@@ -75,7 +76,7 @@ class LayerStack(nnx.Module):
 
         def run_layer(carry, layer):
             x, kv = carry
-            x, (stats, kv) = layer(x, cos, sin, mask_BTS, token_mask_BT, kv, cache_index)
+            x, (stats, kv) = layer(x, rope, mask_BTS, token_mask_BT, kv, cache_index)
             if kv is not None:
                 kv = (kv[0], kv[1], kv[2] + 1)
             return (x, kv), stats
@@ -185,21 +186,27 @@ class Qwen3(nnx.Module):
             if cache is not None:
                 raise ValueError("decoding with a KV cache needs explicit per-row positions")
             positions = positions_from_segments(segment_ids)
-        inv_freq, rope_scale = rope_frequencies(cfg)
-        cos, sin = rope_cos_sin(positions, inv_freq, rope_scale)
         if cache is None:
+            kv_positions = positions
             mask_BTS = attention_mask(segment_ids, segment_ids)
             stack_caches = [None] * len(self.stacks)
         else:
             kv_segments = jax.lax.dynamic_update_slice(cache.segment_ids, segment_ids.astype(jnp.int32), (0, cache.index))
+            kv_positions = jax.lax.dynamic_update_slice(cache.positions, positions.astype(jnp.int32), (0, cache.index))
             mask_BTS = attention_mask(segment_ids, kv_segments, cache.index)
             stack_caches = list(zip(cache.k, cache.v))
+        inv_freq, rope_scale = rope_frequencies(cfg)
+        if cfg.dual_chunk is None:
+            rope = rope_cos_sin(positions, inv_freq, rope_scale)
+        else:  # Dual Chunk Attention (model/dca.py): chunked positions, and each key's chunk relation in the mask
+            rope = dca.dual_chunk_rope(cfg.dual_chunk, positions, inv_freq, rope_scale)
+            mask_BTS = dca.visibility(cfg.dual_chunk, mask_BTS, positions, kv_positions)
         token_mask_BT = segment_ids > 0
 
         x_BTD = constrain(jnp.take(self.embed_tokens[...], tokens, axis=0).astype(dt), ("batch", "seq", "act_embed"))
         moe_stats, new_kv = [], []
         for stack, kv in zip(self.stacks, stack_caches):
-            x_BTD, (stats, kv) = stack(x_BTD, cos, sin, mask_BTS, token_mask_BT, kv, None if cache is None else cache.index)
+            x_BTD, (stats, kv) = stack(x_BTD, rope, mask_BTS, token_mask_BT, kv, None if cache is None else cache.index)
             new_kv.append(kv)
             if stats is not None:
                 moe_stats.append(stats)
@@ -211,6 +218,7 @@ class Qwen3(nnx.Module):
                     k=tuple(k for k, _ in new_kv),
                     v=tuple(v for _, v in new_kv),
                     segment_ids=kv_segments,
+                    positions=kv_positions,
                     index=cache.index + tokens.shape[1],
                 )
             )
