@@ -39,6 +39,7 @@ def get_config(arg: str = ""):
     )
     config.steps = 60 if tiny else 500
     config.optim.warmup_steps = 5 if tiny else 50
+    config.optim.peak_lr = 2e-3 if tiny else 1e-4  # the tiny model learns a new skill (retrieval) in a few steps
     config.eval.every = 30 if tiny else 250
     config.checkpoint.every = config.steps
     config.samples.num = 0
