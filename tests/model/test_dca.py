@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from qwen3jax.convert.common import apply_overrides
 from qwen3jax.model import KVCache, dca, decode_view
 from qwen3jax.model.attention import attention_mask
 from qwen3jax.model.config import DualChunk, ModelConfig, YarnScaling
@@ -176,3 +177,5 @@ def test_config_checks_and_round_trip():
     with pytest.raises(ValueError, match="local_size < chunk_size"):
         DualChunk(chunk_size=4, local_size=4)
     assert ModelConfig.from_dict(CHUNKED.to_dict()) == CHUNKED
+    # An inference choice on unchanged weights: a loaded checkpoint takes it as an override.
+    assert apply_overrides(DENSE, {"dual_chunk": CHUNKED.dual_chunk, "rope_scaling": YARN}) == CHUNKED
