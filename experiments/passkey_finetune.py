@@ -39,7 +39,7 @@ def get_config(arg: str = ""):
     )
     config.steps = 300 if tiny else 500  # 40 were too few: held-out loss still falling at 2.06, nothing retrieved
     config.optim.warmup_steps = 5 if tiny else 50
-    config.optim.peak_lr = 2e-3 if tiny else 1e-4  # the tiny model learns a new skill (retrieval) in a few steps
+    config.optim.peak_lr = 2e-3 if tiny else 1e-4  # a new skill (retrieval), not continued pretraining
     config.eval.every = 50 if tiny else 250
     config.checkpoint.every = config.steps
     config.samples.num = 0
