@@ -67,7 +67,8 @@ def test_kill_9_at_drawn_moments_then_rerun_equals_an_uninterrupted_run(tmp_path
         assert _start(straight, log).wait(timeout=900) == 0, (tmp_path / "straight.log").read_text()[-3000:]
 
     run = tmp_path / "run"
-    kills = [("set-up", rng.uniform(0.5, 4.0)), ("after step", rng.randint(4, 8)), ("checkpoint write", None)]
+    # The write kill waits for a complete checkpoint to resume from; the drawn step lies beyond where that resumes.
+    kills = [("set-up", rng.uniform(0.5, 4.0)), ("checkpoint write", None), ("after step", rng.randint(15, 19))]
     unfinished_at_kill, complete_at_kill, logs = [], [], []
     for moment, value in [*kills, ("none", None)]:
         logs.append(tmp_path / f"attempt{len(logs)}.log")
@@ -80,15 +81,14 @@ def test_kill_9_at_drawn_moments_then_rerun_equals_an_uninterrupted_run(tmp_path
                 time.sleep(value)
             elif moment == "after step":
                 _wait_until(lambda: value in _logged_steps(run), process, f"step {value}")
-            else:  # while orbax writes a step into its temporary directory, after this attempt's first step
-                seen = max(_logged_steps(run), default=0)
-                _wait_until(lambda: max(_logged_steps(run), default=0) > seen and _unfinished(run), process,
-                            "an async checkpoint write")  # fmt: skip
+            else:  # while orbax writes a later step into its temporary directory than the complete one(s)
+                _wait_until(lambda: _complete_steps(run) and _unfinished(run), process, "an async checkpoint write")
             process.send_signal(signal.SIGKILL)
             process.wait()
         unfinished_at_kill.append(_unfinished(run))
         complete_at_kill.append(_complete_steps(run))
-    assert unfinished_at_kill[-1], "the kill during a checkpoint write left no unfinished write (the race was lost)"
+    assert unfinished_at_kill[1], "the kill during a checkpoint write left no unfinished write (the race was lost)"
+    assert complete_at_kill[1] and complete_at_kill[2], "both later restarts must resume from a checkpoint"
 
     for i, log in enumerate(logs[1:]):  # each rerun resumed from the newest complete checkpoint the kill left
         out = log.read_text()
