@@ -47,7 +47,7 @@ def test_a_run_directory_loads_its_newest_checkpoint_and_a_step_directory_that_s
 
 
 def test_a_directory_that_is_neither_is_one_clear_error(tmp_path):
-    with pytest.raises(CheckpointError, match="is neither a native checkpoint .* nor a training run"):
+    with pytest.raises(CheckpointError, match="is not a native checkpoint: model_config.json is missing; nor is it a training run"):
         load_native(tmp_path)
 
 

@@ -71,7 +71,7 @@ def training_run_of(path: str | Path) -> Path:
         if (run / "config.json").is_file() and any((run / "checkpoints").glob(f"*/{PARAMS}")):
             return run
     raise CheckpointError(
-        f"{path} is neither a native checkpoint ({CONFIG} + {PARAMS}/) nor a training run or one of its step "
+        f"{path} is not a native checkpoint: {CONFIG} is missing; nor is it a training run or one of its step "
         f"directories (config.json + checkpoints/<step>/{PARAMS}/)"
     )
 
