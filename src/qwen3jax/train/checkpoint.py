@@ -5,7 +5,7 @@ initialise from it without the optimizer (`init_from`). The last `keep` checkpoi
 is the newest, so it is always among them.
 
 Failures: orbax writes a step into `<step>.orbax-checkpoint-tmp-*` and renames it when complete, so a write cut
-short (kill -9, a full disk) leaves only that directory; it is removed on the next start. A checkpoint that cannot be
+short leaves only that directory: removed when the write fails (a full disk), or on the next start (kill -9). A checkpoint that cannot be
 read back (a truncated or deleted file) is named and moved to `<workdir>/checkpoints-broken/`, and the run resumes
 from the newest one that reads; if none does, the run refuses to start rather than start over.
 """
@@ -177,9 +177,10 @@ class Checkpointer:
                 kept = (f"the newest complete checkpoint is {self.directory / str(intact)}" if intact is not None
                         else "no checkpoint is complete")  # fmt: skip
                 self._failed_save = CheckpointError(
-                    f"writing checkpoint {step} to {self.directory} failed: {describe_failure(e)}; {kept} (the "
-                    f"unfinished write is removed on the next start)"
+                    f"writing checkpoint {step} to {self.directory} failed: {describe_failure(e)}; {kept}"
                 )
+                if jax.process_index() == 0:  # give the space back now, so the run's last small writes succeed
+                    self._remove_unfinished_writes()
             raise self._failed_save from e
 
 
