@@ -36,10 +36,11 @@ run: install
 sweep: install
 	$(PY) -m qwen3jax.sweep --config=experiments/$(EXP).py $(ARGS)
 
-# CKPT: an HF folder (has config.json) or a native checkpoint (model_config.json).
+# CKPT: an HF folder (*.safetensors), a native checkpoint (model_config.json), a training run directory (its newest
+# checkpoint) or one of its checkpoints/<step> directories.
 chat: install
-	@test -n "$(CKPT)" || { echo "usage: make chat CKPT=<HF folder or native checkpoint>"; exit 2; }
-	$(PY) -m qwen3jax.chat_repl $(if $(wildcard $(CKPT)/config.json),--hf,--ckpt) $(CKPT) $(ARGS)
+	@test -n "$(CKPT)" || { echo "usage: make chat CKPT=<HF folder, native checkpoint or run directory>"; exit 2; }
+	$(PY) -m qwen3jax.chat_repl $(if $(wildcard $(CKPT)/*.safetensors),--hf,--ckpt) $(CKPT) $(ARGS)
 
 # CKPT: a run directory, native checkpoint or HF folder; TASKS: built-ins (math, code, instruction, math_mc),
 # .jsonl files or .json task configs, comma-separated; ARGS e.g. "--mode both --n 4 --budgets 0,64,256,1024".

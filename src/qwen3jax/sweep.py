@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import pathlib
-import sys
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment file[:variant]", lock_config=True)
+from qwen3jax import experiment_cli
+
+_CONFIG = experiment_cli.define_experiment_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "parent directory of the sweep's runs (default: runs/<name>_sweep)")
 
 
@@ -73,9 +73,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    flags.mark_flag_as_required("config")
-    try:
-        app.run(main)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    experiment_cli.run(main, reported=experiment_cli.training_errors)

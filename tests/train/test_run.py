@@ -171,13 +171,6 @@ def _run_cli(*args):
     )  # fmt: skip
 
 
-def test_mistyped_config_key_names_the_nearest_valid_key(tmp_path):
-    result = _run_cli("--config.optim.peak_lrr=1e-3", f"--workdir={tmp_path}")
-    assert result.returncode != 0
-    assert "peak_lrr" in result.stderr and 'Did you mean "peak_lr"' in result.stderr
-    assert not (tmp_path / "config.json").exists()
-
-
 def test_mesh_that_does_not_fit_the_devices_is_rejected(tmp_path):
     result = _run_cli("--config.mesh.data=3", f"--workdir={tmp_path}")
     assert result.returncode == 1

@@ -32,7 +32,7 @@ from qwen3jax.parallel.rules import logical_to_spec
 from qwen3jax.train.checkpoint import Checkpointer, load_params, resolve_init_checkpoint
 from qwen3jax.train.losses import LOSSES, next_token_targets, token_cross_entropy
 from qwen3jax.train.metrics import MetricsWriter, format_duration, plot_curves, read_metrics, truncate_metrics
-from qwen3jax.train.optim import make_optimizer, opt_state_shardings
+from qwen3jax.train.optim import check_optimizer_settings, make_optimizer, opt_state_shardings
 from qwen3jax.train.step import TrainState, train_step
 
 # Dense bf16 peak FLOP/s per device, for the MFU estimate (device_kind substring → FLOP/s).
@@ -96,6 +96,19 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
+def make_run_directory(workdir: pathlib.Path) -> None:
+    """mkdir -p, with a one-line error naming the path when it cannot be a run directory."""
+    blocker = next((p for p in (workdir, *workdir.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        where = "is a file" if blocker == workdir else f"lies below the file {blocker}"
+        raise RunStopped(f"the run directory {workdir} {where}; pass another --workdir (WORKDIR=...)")
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunStopped(f"the run directory {workdir} cannot be created ({e.strerror}); pass another --workdir "
+                         f"(WORKDIR=...)") from None  # fmt: skip
+
+
 class Trainer:
     def __init__(self, config: ml_collections.ConfigDict, workdir: str | pathlib.Path, devices=None):
         """`devices`: the devices of the mesh (default: all), e.g. one device for a single-device reference run."""
@@ -122,11 +135,12 @@ class Trainer:
             )
         if config.global_batch % jax.process_count():
             raise ValueError(f"global_batch={config.global_batch} must split evenly over {jax.process_count()} processes")
+        check_optimizer_settings(config.optim)
         self.model_cfg = ModelConfig.from_dict(config.model.to_dict())
         loss_cfg = dict(config.loss)
         self.loss_fn = LOSSES.get(loss_cfg.pop("name"))(**loss_cfg)
         self._check_vocab()
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        make_run_directory(self.workdir)
         _config_snapshot(self.workdir, config, write=self.primary)
         self.tokens_per_step = config.global_batch * config.seq_len
         self.flops_per_step = self.model_cfg.flops_per_token(config.seq_len) * self.tokens_per_step
@@ -197,11 +211,11 @@ class Trainer:
         c = self.config
         state = self.init_state()
         data = self.data_iterator()
-        ckpt = Checkpointer(self.workdir, keep=c.checkpoint.keep, async_save=c.checkpoint.async_save)
-        resumed = ckpt.latest_step() is not None
+        ckpt = Checkpointer(self.workdir, keep=c.checkpoint.keep, async_save=c.checkpoint.async_save, log=self.log)
+        restored = ckpt.restore(state, data)  # the newest checkpoint that reads back, if any
+        resumed = restored is not None
         if resumed:
-            state = ckpt.restore(state, data)
-            self.log(f"resumed from {ckpt.directory / str(ckpt.latest_step())}")
+            state = restored
         elif c.init_from:
             state = state.replace(params=self._init_params(state.params))
         step = int(state.step)
@@ -293,7 +307,7 @@ class Trainer:
     def _check_nonfinite(self, in_a_row: int) -> None:
         if in_a_row >= self.config.optim.max_nonfinite_steps:
             raise RunStopped(
-                f"{in_a_row} steps in a row had a non-finite loss or gradient (updates were skipped); lower "
+                f"{in_a_row} steps in a row had a non-finite loss, gradient or update (they were skipped); lower "
                 f"optim.peak_lr or check the data"
             )
 

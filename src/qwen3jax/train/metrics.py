@@ -42,7 +42,9 @@ def read_metrics(path: pathlib.Path) -> list[dict]:
     if not path.exists():
         return []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        lines = f.read().split("\n")
+    # A last line without its newline is a row whose write was cut short (kill -9): not a row.
+    return [json.loads(line) for line in lines[:-1] if line.strip()]
 
 
 def truncate_metrics(path: pathlib.Path, *, after_step: int) -> None:
