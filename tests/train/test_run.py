@@ -8,6 +8,9 @@ import sys
 import threading
 import time
 
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from qwen3jax.train.loop import RunStopped, Trainer
@@ -116,6 +119,44 @@ def test_init_from_an_unfinished_run_says_so(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"initialised weights from {tmp_path / 's1' / 'checkpoints' / '2'}" in out
     assert "stopped at step 2 of its 5 steps" in out
+
+
+def _eval_losses(workdir):
+    rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+    return {r["step"]: r["eval/loss"] for r in rows if "eval/loss" in r}
+
+
+def _by_name(tree):
+    """Leaves by "a/b/0/c" path (a restored checkpoint names list indices as strings, a state as ints)."""
+    return {jax.tree_util.keystr(path, simple=True, separator="/"): np.asarray(leaf)
+            for path, leaf in jax.tree_util.tree_leaves_with_path(jax.device_get(tree))}  # fmt: skip
+
+
+def _checkpoint_params(step_dir):
+    with ocp.StandardCheckpointer() as checkpointer:
+        return _by_name(checkpointer.restore(step_dir / "params"))
+
+
+def test_init_from_starts_from_the_source_checkpoints_parameters_and_eval(tmp_path):
+    """The next stage starts where the previous one ended: its weights are the source checkpoint's, bit for bit, so
+    its step-0 eval (same eval data) is the source's final eval."""
+    Trainer(tiny_config(steps=2, **{"eval.every": 2, "optim.warmup_steps": 1, "optim.peak_lr": 3e-2}), tmp_path / "s1").run()
+    s2 = Trainer(tiny_config(steps=1, init_from=str(tmp_path / "s1"), **{"eval.every": 1}), tmp_path / "s2")
+    evaluate, at_start = s2.evaluate, {}
+
+    def evaluate_and_keep_the_starting_weights(state, step, writer):
+        if step == 0:
+            at_start.update(_by_name(state.params))
+        return evaluate(state, step, writer)
+
+    s2.evaluate = evaluate_and_keep_the_starting_weights
+    s2.run()
+    source = _checkpoint_params(tmp_path / "s1" / "checkpoints" / "2")
+    assert at_start.keys() == source.keys()
+    for name, value in source.items():
+        np.testing.assert_array_equal(at_start[name], value, err_msg=name)
+    assert _eval_losses(tmp_path / "s2")[0] == _eval_losses(tmp_path / "s1")[2]
+    assert _eval_losses(tmp_path / "s1")[2] < _eval_losses(tmp_path / "s1")[0] - 0.05  # S1 moved away from its start
 
 
 def test_init_from_another_models_checkpoint_names_the_parameters(tmp_path):
