@@ -34,6 +34,7 @@ proportions), then packed and batched. Every stage is a grain iterator with exac
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 from collections.abc import Mapping
@@ -128,10 +129,30 @@ class DataIterator(grain.DatasetIterator):
             raise
 
     def get_state(self) -> dict[str, Any]:
-        return self._parent.get_state()
+        """The exact position plus the report's counters, so that the report of a resumed run covers the whole run.
+        The counters include the records that reader threads had read ahead of the position; a resume reads those
+        again, so each resume may count up to `prefetch` + `read_threads` records of a component twice."""
+        counters = {
+            "bad_input": {name: t.summary() for name, t in self._trackers.items()},
+            "filtered": {name: m.filtered for name, m in self._makers.items()},
+        }
+        if self._length_mix is not None:
+            counters["length_mix"] = dataclasses.asdict(self._length_mix)
+        return {"position": self._parent.get_state(), "counters": counters}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        self._parent.set_state(state)
+        if state.keys() != {"position", "counters"}:  # saved before the counters were kept: the position only
+            self._parent.set_state(state)
+            return
+        self._parent.set_state(state["position"])
+        counters = state["counters"]
+        for name, summary in counters["bad_input"].items():
+            self._trackers[name].restore(summary)
+        for name, filtered in counters["filtered"].items():
+            self._makers[name].filtered = int(filtered)
+        if self._length_mix is not None:
+            for field, value in counters["length_mix"].items():
+                setattr(self._length_mix, field, int(value))
 
     def report(self) -> dict[str, Any]:
         """Bad-input counts (by source and reason, with first offenders), filter counts, measured S3 mix, and the
