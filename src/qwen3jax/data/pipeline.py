@@ -262,7 +262,7 @@ class _Builder:
         indices = list(usable)
         spread = np.unique(np.linspace(0, len(indices) - 1, min(len(indices), TOKEN_SAMPLE)).astype(np.int64))
         measured = [self._usable_text(maker, comp, source[indices[int(j)]]) for j in spread]
-        tokens_per_char = sum(len(self.tokenizer.encode(t)) for t in measured) / sum(len(t) for t in measured)
+        tokens_per_char = sum(len(self.tokenizer.encode_plain(t)) for t in measured) / sum(len(t) for t in measured)
         return float(np.mean(list(usable.values()))) * tokens_per_char + 1
 
     @staticmethod
@@ -312,7 +312,7 @@ def build_pretrain_iterator(
                 seq_len=seq_len,
                 long_fraction=mix.long_fraction,
                 seed=comp_seed,
-                separator=b.tokenizer.encode(mix.separator),
+                separator=b.tokenizer.encode_plain(mix.separator),
                 eos_id=b.tokenizer.eos_id,
                 stats=stats,
             )
