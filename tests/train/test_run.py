@@ -13,6 +13,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from qwen3jax.train.checkpoint import Checkpointer
 from qwen3jax.train.loop import RunStopped, Trainer
 
 from .helpers import tiny_config
@@ -73,6 +74,25 @@ def test_cli_exits_with_the_signal_status_after_a_preemption_checkpoint(tmp_path
     _, stderr = process.communicate(timeout=240)
     assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
     assert any((tmp_path / "checkpoints").iterdir())
+
+
+@pytest.mark.parametrize("during", ["checkpoint_wait", "samples"])
+def test_a_signal_while_the_run_finishes_is_not_swallowed(tmp_path, monkeypatch, during):
+    """The run completes, but the exit status (run.py: 128 + signal) must still say that a signal came."""
+    trainer = Trainer(tiny_config(steps=2, **{"samples.num": 1}), tmp_path)
+    if during == "samples":
+        monkeypatch.setattr(trainer, "write_samples", lambda state: os.kill(os.getpid(), signal.SIGTERM))
+    else:
+        wait = Checkpointer.wait
+
+        def wait_then_signal(self):
+            wait(self)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        monkeypatch.setattr(Checkpointer, "wait", wait_then_signal)
+    trainer.run()
+    assert trainer.stop_signal == "SIGTERM"
+    assert max(_losses(tmp_path)) == 2 and (tmp_path / "checkpoints" / "2").is_dir()  # complete all the same
 
 
 def _poison(trainer):
