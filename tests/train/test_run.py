@@ -57,6 +57,12 @@ def test_preempted_and_resumed_run_matches_uninterrupted(tmp_path):
     Trainer(config, interrupted).run()  # the same command again: resumes from the checkpoint
     assert _losses(interrupted) == _losses(tmp_path / "straight")  # bit-identical, data order included
     assert _eval_steps(interrupted) == _eval_steps(tmp_path / "straight") == list(range(9))  # none lost to the stop
+    assert _eval_losses(interrupted) == _eval_losses(tmp_path / "straight")
+    final = _checkpoint_params(interrupted / "checkpoints" / "8")
+    straight_final = _checkpoint_params(tmp_path / "straight" / "checkpoints" / "8")
+    assert final.keys() == straight_final.keys()
+    for name, value in straight_final.items():
+        np.testing.assert_array_equal(final[name], value, err_msg=name)
     assert (interrupted / "curves.png").stat().st_size > 0
 
 
@@ -160,7 +166,8 @@ def _checkpoint_params(step_dir):
 def test_init_from_starts_from_the_source_checkpoints_parameters_and_eval(tmp_path):
     """The next stage starts where the previous one ended: its weights are the source checkpoint's, bit for bit, so
     its step-0 eval (same eval data) is the source's final eval."""
-    Trainer(tiny_config(steps=2, **{"eval.every": 2, "optim.warmup_steps": 1, "optim.peak_lr": 3e-2}), tmp_path / "s1").run()
+    fast = {"eval.every": 2, "optim.warmup_steps": 1, "optim.peak_lr": 3e-2}  # S1's eval moves in two steps
+    Trainer(tiny_config(steps=2, **fast), tmp_path / "s1").run()
     s2 = Trainer(tiny_config(steps=1, init_from=str(tmp_path / "s1"), **{"eval.every": 1}), tmp_path / "s2")
     evaluate, at_start = s2.evaluate, {}
 
