@@ -1,5 +1,7 @@
 """The learning-rate schedules: update k uses the curve at step k + 1 (no wasted update at rate 0)."""
 
+import math
+
 import pytest
 
 from experiments import pretrain_s1
@@ -57,3 +59,36 @@ def test_skip_nonfinite_is_apply_if_finite_and_also_refuses_a_non_finite_update(
     assert not np.isfinite(optax.apply_if_finite(optax.sgd(float("nan")), 10).update(grads[0], state, params)[0]["w"]).any()
     np.testing.assert_array_equal(updates["w"], np.zeros(3))
     assert (bool(after.last_finite), int(after.notfinite_count), int(after.total_notfinite)) == (False, 1, 1)
+
+
+def _cosine(s, peak, warmup, decay, end):
+    """Linear warmup to `peak` over `warmup` steps, then cosine to `end` over `decay` steps, then `end`."""
+    if s < warmup:
+        return peak * s / warmup
+    return end + (peak - end) * 0.5 * (1 + math.cos(math.pi * min((s - warmup) / decay, 1.0)))
+
+
+def _wsd(s, peak, warmup, stable, decay, end):
+    if s < warmup:
+        return peak * s / warmup
+    if s < warmup + stable:
+        return peak
+    return peak + (end - peak) * min((s - warmup - stable) / decay, 1.0)
+
+
+@pytest.mark.parametrize("decay_steps", [0, 7])
+def test_cosine_schedule_follows_its_formula_at_every_update(decay_steps):
+    optim = pretrain_s1.get_config("tiny").optim
+    optim.update(schedule="cosine", peak_lr=2.0, warmup_steps=5, end_lr_ratio=0.1, decay_steps=decay_steps)
+    rate = learning_rate_schedule(optim, total_steps=30)
+    decay = decay_steps or 25
+    for k in range(30):  # update k uses the curve at k + 1
+        assert float(rate(k)) == pytest.approx(_cosine(k + 1, 2.0, 5, decay, 0.2), rel=1e-5), k
+
+
+def test_wsd_schedule_follows_its_formula_at_every_update():
+    optim = pretrain_s1.get_config("tiny").optim
+    optim.update(schedule="wsd", peak_lr=2.0, warmup_steps=5, end_lr_ratio=0.1, decay_fraction=0.3)
+    rate = learning_rate_schedule(optim, total_steps=40)
+    for k in range(40):  # decay over the last 12 of 40 steps, after 5 warmup and 23 stable steps
+        assert float(rate(k)) == pytest.approx(_wsd(k + 1, 2.0, 5, 23, 12, 0.2), rel=1e-5), k

@@ -2,7 +2,9 @@
 
 Both kinds carry the Qwen3 special tokens as single ids, so chat formatting and end-of-document handling are the same
 at every scale: the real Qwen3 byte-level BPE has them natively; any other tokenizer gets the missing ones appended
-to its vocabulary when loaded. Special-token strings inside text passed to `encode` map to their single ids.
+to its vocabulary when loaded. Special-token strings inside text passed to `encode` map to their single ids (for
+the chat template's markup); `encode_plain` keeps them ordinary text, for data (a web page that contains
+`<|im_start|>` must not open a chat turn in the training data, nor `<|endoftext|>` end its document).
 
 Ids: `eos_id` is `<|endoftext|>`, the end-of-document token appended to every pretraining document (and the
 `eos_token_id` of Qwen3 base models); `pad_id` is also `<|endoftext|>`, as in Qwen3. The end of a chat turn,
@@ -17,6 +19,7 @@ import io
 import os
 import pathlib
 import random
+import re
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -28,6 +31,8 @@ from qwen3jax.data.cache import build_once, cache_root
 from qwen3jax.data.corpus.build import DEFAULT_CORPUS, CorpusConfig, corpus_key, iter_records
 from qwen3jax.special_tokens import ENDOFTEXT, SPECIAL_TOKENS
 
+_SPECIAL_SPLIT = re.compile("(" + "|".join(re.escape(t) for t in SPECIAL_TOKENS) + ")")
+
 
 class Tokenizer(abc.ABC):
     """Text ⇄ token ids. Implementations guarantee that every string in SPECIAL_TOKENS is one id."""
@@ -38,6 +43,18 @@ class Tokenizer(abc.ABC):
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return [self.encode(text) for text in texts]
+
+    def encode_plain(self, text: str) -> list[int]:
+        """Token ids of data text, in which special-token strings are ordinary text: never a control id, and
+        `decode` gives them back. Each such string is encoded as its first character and the rest, neither of which
+        is a special token; text without them encodes as with `encode`. (The `tokenizers` library's
+        `encode_special_tokens` would not do: it still matches added tokens not flagged special, such as Qwen3's
+        `<think>` and `<tool_call>`.)"""
+        ids: list[int] = []
+        for k, part in enumerate(_SPECIAL_SPLIT.split(text)):
+            if part:  # re.split puts the captured special-token strings at odd positions
+                ids += self.encode(part) if k % 2 == 0 else self.encode(part[:1]) + self.encode(part[1:])
+        return ids
 
     @abc.abstractmethod
     def decode(self, ids: Iterable[int]) -> str:

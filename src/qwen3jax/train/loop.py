@@ -275,6 +275,9 @@ class Trainer:
                 ckpt.wait()
                 if step >= c.steps and c.samples.num:
                     self.write_samples(state)
+                if stop.requested:  # came during the final eval, checkpoint wait or samples: complete, yet signalled
+                    self.stop_signal = stop.requested
+                    self.log(f"{stop.requested} received while the run finished; it is complete")
         finally:
             stop.restore()
             ckpt.close()
