@@ -20,9 +20,7 @@ def define_experiment_flag():
 
 
 def fail(message: object, status: int = 1) -> NoReturn:
-    from qwen3jax import runlog  # the line also goes to the run's run.log once the run directory is known
-
-    runlog.say(f"error: {message}", error=True)
+    print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(status)
 
 
