@@ -28,6 +28,13 @@ REASONS = (
     "tool_arguments_not_json",  # A tool call whose arguments are neither an object nor a JSON string.
     "no_assistant_turn",  # Nothing to train on: no assistant turn after the last user query.
     "invalid_conversation",  # Anything else the chat template or encoder rejects (the message says what).
+    # Query–verifier records (data/verifiable.py).
+    "missing_prompt",  # Neither a non-empty `prompt` string nor a valid `messages` list.
+    "bad_rewards",  # `rewards` missing, empty, or naming an unknown reward / bad options.
+    "missing_verifier_field",  # A named reward needs a field (gold, tests, constraints, reference) the record lacks.
+    "bad_tests",  # `tests` is not a list of assert strings / {stdin, stdout} cases as its reward expects.
+    "bad_constraint",  # An instruction constraint with an unknown id or wrong parameters.
+    "bad_metadata",  # `domain` not a string, or `difficulty` not a number in [0, 1].
 )
 
 
