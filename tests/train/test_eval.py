@@ -6,6 +6,7 @@ import math
 import jax
 import numpy as np
 
+from qwen3jax.train.evals import HeldOutLoss
 from qwen3jax.train.loop import Trainer, configured_tokenizer_for
 from qwen3jax.train.metrics import MetricsWriter
 
@@ -23,14 +24,15 @@ def test_eval_loss_and_bits_per_byte_match_numpy(tmp_path):
     config = tiny_config(**{"eval.batches": 2, "model.init_std": 0.5})
     trainer = Trainer(config, tmp_path)
     state = trainer.init_state()
-    trainer.eval_step = trainer.eval_function(state)
+    trainer.source = trainer.batch_source()
+    trainer.evaluator = HeldOutLoss(trainer)
     with jax.set_mesh(trainer.mesh):
         result = trainer.evaluate(state, 0, MetricsWriter(tmp_path, enabled=False))
 
     byte_lengths = configured_tokenizer_for(config).token_byte_lengths
     model = state.model()
     nats, targets, num_bytes = 0.0, 0, 0
-    for _, batch in zip(range(config.eval.batches), trainer.data_iterator(eval_split=True)):
+    for _, batch in zip(range(config.eval.batches), trainer.source.eval_batches()):
         tokens, segments, mask = (np.asarray(batch[k]) for k in ("tokens", "segment_ids", "loss_mask"))
         log_probs = _log_softmax(np.asarray(model(tokens, batch["positions"], segments)))
         # Position t predicts token t + 1 of the same (real) document, where that token is trained on.

@@ -22,6 +22,13 @@ REASONS = (
     "invalid_utf8",  # Bytes that are not UTF-8 (or JSON escapes that decode to lone surrogates).
     "empty_document",  # Text is empty or whitespace only.
     "too_long",  # Text longer than the configured maximum number of characters.
+    # Chat records (`{"messages": [...], "tools": [...]?, "enable_thinking": bool?}`):
+    "missing_messages",  # No "messages" field, or it is not a non-empty list.
+    "unknown_role",  # A message whose role is not system, user, assistant or tool.
+    "non_string_content",  # A message whose content is absent or not a string (tool-call-only assistant turns aside).
+    "tool_arguments_not_json",  # A tool call whose arguments are neither an object nor a JSON string.
+    "no_assistant_turn",  # Nothing to train on: no assistant turn after the last user query.
+    "invalid_conversation",  # Anything else the chat template or encoder rejects (the message says what).
     # Query–verifier records (data/verifiable.py).
     "missing_prompt",  # Neither a non-empty `prompt` string nor a valid `messages` list.
     "bad_rewards",  # `rewards` missing, empty, or naming an unknown reward / bad options.

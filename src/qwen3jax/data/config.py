@@ -15,6 +15,7 @@ from typing import Any
 from qwen3jax.data.sources import SOURCE_KINDS
 
 PACKING_MODES = ("concat_then_split", "first_fit")
+FORMATS = ("text", "chat")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +51,9 @@ class ComponentConfig:
       path: file, glob or list of them; a TFDS dataset directory or name; an embedded source name.
       weight: relative sampling weight (per document, or per token with the data config's weight_unit="tokens";
         per row for `packed`). Normalised over all components.
+      format: "text" (documents under `text_key`) or "chat" (`{"messages", "tools"?, "enable_thinking"?}` records,
+        encoded with the chat template and the assistant-only loss mask; see `conversations`). Chat needs
+        `packing="first_fit"`, which keeps conversations whole.
       text_key: field holding the document text.
       where: label filter. `{label: value}` keeps records whose label equals value, `{label: [v1, v2]}` any of
         them, `{label: {"min": a, "max": b}}` a numeric range (either bound optional). All entries must hold; a
@@ -66,6 +70,7 @@ class ComponentConfig:
     kind: str
     path: Any = ""
     weight: float = 1.0
+    format: str = "text"
     text_key: str = "text"
     where: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     annotate: tuple[str, ...] = ()
@@ -94,6 +99,10 @@ class ComponentConfig:
                 raise ValueError(
                     f"sources.{self.name}.where.{label}: range keys must be 'min'/'max', got {set(condition)}"
                 )
+        if self.format not in FORMATS:
+            raise ValueError(f"sources.{self.name}.format: unknown format {self.format!r}; expected one of {FORMATS}")
+        if self.format == "chat" and (self.annotate or self.kind == "packed"):
+            raise ValueError(f"sources.{self.name}: chat records take no labelers (annotate) and are not packed rows")
         if self.kind == "packed" and (self.where or self.annotate):
             raise ValueError(f"sources.{self.name}: packed rows have no labels; 'where'/'annotate' cannot apply")
 
@@ -143,6 +152,12 @@ class DataConfig:
         packed = [c.kind == "packed" for c in self.sources]
         if any(packed) and not all(packed):
             raise ValueError("packed sources (rows from `prepare`) cannot be mixed with raw-text sources")
+        chat = [c.name for c in self.sources if c.format == "chat"]
+        if chat and self.packing != "first_fit":
+            raise ValueError(f"chat sources {chat} need packing='first_fit' (conversations are kept whole, never cut "
+                             f"at a row end); got packing={self.packing!r}")  # fmt: skip
+        if chat and self.length_mix is not None:
+            raise ValueError(f"length_mix builds long documents from text; it cannot apply to chat sources {chat}")
         if any(packed) and self.length_mix is not None:
             raise ValueError("length_mix needs raw documents; it cannot apply to packed sources")
         if self.weight_unit not in ("documents", "tokens"):

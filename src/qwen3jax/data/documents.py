@@ -36,12 +36,17 @@ class DocumentMaker:
         self._tokenizer = tokenizer
         self._tracker = tracker
         self._labelers = [get_labeler(name) for name in comp.annotate]
-        # Each pass is shuffled on its own, so two usable records may be up to two passes apart (first of one pass,
-        # last of the next); reader threads reorder records by at most what they hold in flight.
-        self._give_up_after = 2 * num_records + cfg.prefetch + cfg.read_threads
+        self._give_up_after = self.give_up_after(cfg, num_records)
         self._eos = [tokenizer.eos_id] if append_eos else []
         self.filtered = 0
         self._unusable_in_a_row = 0
+
+    @staticmethod
+    def give_up_after(cfg: DataConfig, num_records: int) -> int:
+        """Records in a row without a usable one after which a source has none: each pass is shuffled on its own,
+        so two usable records may be up to two passes apart (first of one pass, last of the next); reader threads
+        reorder records by at most what they hold in flight."""
+        return 2 * num_records + cfg.prefetch + cfg.read_threads
 
     def document(self, raw: RawRecord) -> dict[str, Any] | None:
         """The validated, labelled record if it is good and passes the filter."""

@@ -12,14 +12,16 @@ restore the exact position (JSON-serialisable, usable with `grain.checkpoint.Che
 and `metrics()` give bad-input counts per source and reason, filter counts, and the measured S3 length mix.
 
 `data_cfg` is a dict or ConfigDict (validated by `config.parse_data_config`):
-  sources: {name: {kind, path, weight=1.0, text_key="text", where={}, annotate=[], eval_path="", eval_every=0,
-                   split="train", eval_split="", data_dir=None}}
+  sources: {name: {kind, path, weight=1.0, format="text", text_key="text", where={}, annotate=[], eval_path="",
+                   eval_every=0, split="train", eval_split="", data_dir=None}}
       kind: "embedded" (path: an embedded corpus source, e.g. "python_code"), "jsonl" (plain or gzip),
       "arrayrecord" (JSON records), "parquet", "tfds" (dataset directory or name), "packed" (rows from
       `python -m qwen3jax.data.prepare`; all sources must then be packed). path: file, glob or list of them.
       weight: relative share of documents drawn from this component (rows, for packed sources).
       where/annotate: keep only records whose labels match, optionally computing labels first (label groups:
       the same source may appear as several components with different filters and weights).
+      format: "text", or "chat" for conversations (`conversations.py`: chat template, assistant-only loss mask,
+      conversations kept whole by first-fit packing, too-long ones dropped and counted).
   tokenizer="default" | path to .model / tokenizer.json;  vocab_size=8192 (default tokenizer only)
   packing="concat_then_split" | "first_fit";  packing_bins=32;  shuffle=True
   length_mix=None | {long_fraction=0.75, block_records=32, separator="\n\n"}   (S3)
@@ -45,6 +47,7 @@ import numpy as np
 
 from qwen3jax.data.badinput import BadInputTracker
 from qwen3jax.data.config import ComponentConfig, DataConfig, parse_data_config
+from qwen3jax.data.conversations import ConversationMaker
 from qwen3jax.data.documents import BlockReader, DocumentMaker, decode_row
 from qwen3jax.data.length_mix import LengthMixIterDataset, LengthMixStats
 from qwen3jax.data.packing import pack_documents, pad_batch
@@ -110,7 +113,7 @@ class DataIterator(grain.DatasetIterator):
         self,
         parent: grain.DatasetIterator,
         trackers: Mapping[str, BadInputTracker],
-        makers: Mapping[str, DocumentMaker],
+        makers: Mapping[str, DocumentMaker | ConversationMaker],
         length_mix: LengthMixStats | None,
         mean_tokens: Mapping[str, float] | None = None,
     ):
@@ -161,6 +164,9 @@ class DataIterator(grain.DatasetIterator):
             "bad_input": {name: t.summary() for name, t in self._trackers.items()},
             "filtered": {name: m.filtered for name, m in self._makers.items()},
         }
+        dropped = {name: m.dropped_too_long for name, m in self._makers.items() if isinstance(m, ConversationMaker)}
+        if dropped:  # chat: conversations longer than the sequence, dropped whole
+            out["dropped_too_long"] = dropped
         if self._length_mix is not None:
             out["length_mix"] = self._length_mix.summary()
         if self._mean_tokens:  # weight_unit="tokens": what the document weights were derived from
@@ -177,6 +183,8 @@ class DataIterator(grain.DatasetIterator):
                 out[f"data/bad/{name}/{reason}"] = count
         for name, count in report["filtered"].items():
             out[f"data/filtered/{name}"] = count
+        for name, count in report.get("dropped_too_long", {}).items():
+            out[f"data/dropped_too_long/{name}"] = count
         for key, value in report.get("length_mix", {}).items():
             out[f"data/length_mix/{key}"] = value
         return out
@@ -204,7 +212,7 @@ class _Builder:
         self.tokenizer = None if self.cfg.is_packed else (tokenizer or configured_tokenizer(self.cfg))
         self.read_options = grain.ReadOptions(num_threads=self.cfg.read_threads, prefetch_buffer_size=self.cfg.prefetch)
         self.trackers: dict[str, BadInputTracker] = {}
-        self.makers: dict[str, DocumentMaker] = {}
+        self.makers: dict[str, DocumentMaker | ConversationMaker] = {}
         self.mean_tokens: dict[str, float] = {}  # weight_unit="tokens": measured per component
 
     def shard(self, comp: ComponentConfig, source: Any) -> grain.MapDataset:
@@ -220,7 +228,11 @@ class _Builder:
         if self.cfg.is_packed:
             return functools.partial(decode_row, self.seq_len)
         tracker = BadInputTracker(comp.name, self.cfg.max_bad_fraction, self.cfg.min_records_for_bad_check)
-        maker = DocumentMaker(comp, self.cfg, self.tokenizer, tracker, num_records=len(records), append_eos=append_eos)
+        if comp.format == "chat":  # conversations end with <|im_end|>; segment ids separate them, no EOS
+            maker = ConversationMaker(comp, self.tokenizer, tracker, seq_len=self.seq_len,
+                                      give_up_after=DocumentMaker.give_up_after(self.cfg, len(records)))  # fmt: skip
+        else:
+            maker = DocumentMaker(comp, self.cfg, self.tokenizer, tracker, num_records=len(records), append_eos=append_eos)
         self.trackers[comp.name], self.makers[comp.name] = tracker, maker
         return maker
 
@@ -251,6 +263,8 @@ class _Builder:
         tracker) and counted only when training reads them."""
         source = _open_split(comp, "train")
         quiet = BadInputTracker(comp.name, max_bad_fraction=1.0, min_records=1)
+        if comp.format == "chat":
+            return self._mean_conversation_tokens(comp, source, quiet)
         maker = DocumentMaker(comp, self.cfg, self.tokenizer, quiet, num_records=len(source), append_eos=True)
         picks = np.unique(np.linspace(0, len(source) - 1, min(len(source), TOKEN_SAMPLE * 16)).astype(np.int64))
         usable = {int(i): len(text) for i in picks if (text := self._usable_text(maker, comp, source[int(i)]))}
@@ -264,6 +278,16 @@ class _Builder:
         measured = [self._usable_text(maker, comp, source[indices[int(j)]]) for j in spread]
         tokens_per_char = sum(len(self.tokenizer.encode_plain(t)) for t in measured) / sum(len(t) for t in measured)
         return float(np.mean(list(usable.values()))) * tokens_per_char + 1
+
+    def _mean_conversation_tokens(self, comp: ComponentConfig, source: Any, quiet: BadInputTracker) -> float:
+        """Mean tokens of the usable conversations among TOKEN_SAMPLE records spread over the whole source."""
+        maker = ConversationMaker(comp, self.tokenizer, quiet, seq_len=self.seq_len, give_up_after=len(source) + 1)
+        picks = np.unique(np.linspace(0, len(source) - 1, min(len(source), TOKEN_SAMPLE)).astype(np.int64))
+        lengths = [len(c["tokens"]) for i in picks if (c := maker(source[int(i)])) is not None]
+        if not lengths:
+            raise ValueError(f"sources.{comp.name}: none of {len(picks)} sampled records gives a conversation that "
+                             f"fits seq_len={self.seq_len}, so its mean length (weight_unit='tokens') is unknown")  # fmt: skip
+        return float(np.mean(lengths))
 
     @staticmethod
     def _usable_text(maker: DocumentMaker, comp: ComponentConfig, raw) -> str | None:

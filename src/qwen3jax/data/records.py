@@ -45,9 +45,9 @@ def _label_value(value: Any) -> Any:
     return value
 
 
-def parse_document(raw: RawRecord, *, text_key: str, max_chars: int) -> dict[str, Any]:
-    """Validates one raw record and returns it with the text (a str) under `text_key` and every other field as a
-    label, a field that happens to be called "text" included; raises BadRecord on bad input."""
+def parse_object(raw: RawRecord) -> Mapping[str, Any]:
+    """The record as a mapping (JSON bytes decoded; Parquet/TFDS rows as they are); raises BadRecord if it is not
+    one."""
     payload = raw.payload
     if isinstance(payload, bytes):
         line = _decode_utf8(payload, "record").removeprefix("\ufeff")  # a byte-order mark opens some files
@@ -57,6 +57,13 @@ def parse_document(raw: RawRecord, *, text_key: str, max_chars: int) -> dict[str
             raise BadRecord("malformed_json", str(e)) from None
     if not isinstance(payload, Mapping):
         raise BadRecord("not_an_object", f"got {type(payload).__name__}")
+    return payload
+
+
+def parse_document(raw: RawRecord, *, text_key: str, max_chars: int) -> dict[str, Any]:
+    """Validates one raw record and returns it with the text (a str) under `text_key` and every other field as a
+    label, a field that happens to be called "text" included; raises BadRecord on bad input."""
+    payload = parse_object(raw)
     text = payload.get(text_key)
     if isinstance(text, bytes):
         text = _decode_utf8(text, text_key)

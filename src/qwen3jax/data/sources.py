@@ -260,7 +260,8 @@ def open_source(kind: str, path: str | Sequence[str], *, split: str = "train", d
     """Opens a source of `RawRecord`s. `split` is used by TFDS and the embedded corpus only.
 
     Kinds: `arrayrecord`/`packed` (ArrayRecord files; `packed` holds rows written by `prepare`), `jsonl`, `parquet`,
-    `tfds` (dataset directory or name), `embedded` (`path` is an embedded corpus source such as `python_code`).
+    `tfds` (dataset directory or name), `embedded` (`path` is an embedded corpus source such as `python_code`, or
+    `reasoning_chat`, the embedded chat SFT set of `corpus/chat.py`).
     """
     if kind in ("arrayrecord", "packed"):
         return ArrayRecordSource(expand_paths(path))
@@ -271,7 +272,9 @@ def open_source(kind: str, path: str | Sequence[str], *, split: str = "train", d
     if kind == "tfds":
         return TfdsSource(str(path), split, data_dir)
     if kind == "embedded":
-        from qwen3jax.data.corpus import build  # pylint: disable=import-outside-toplevel
+        from qwen3jax.data.corpus import build, chat  # pylint: disable=import-outside-toplevel
 
+        if str(path) == chat.CHAT_SOURCE:
+            return ArrayRecordSource([str(chat.source_path(split))])
         return ArrayRecordSource([str(build.source_path(str(path), split))])
     raise ValueError(f"unknown source kind {kind!r}; expected one of {SOURCE_KINDS}")

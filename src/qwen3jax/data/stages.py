@@ -79,3 +79,9 @@ def s3_config() -> ml_collections.ConfigDict:
 
 
 STAGES = {"s1": s1_config, "s2": s2_config, "s3": s3_config}
+
+
+def chat_sft_config() -> ml_collections.ConfigDict:
+    """Chat SFT on the embedded chat set (`corpus/chat.py`): the synthetic problems as conversations in thinking
+    and non-thinking form, assistant-only loss, conversations packed whole (first-fit)."""
+    return _config({"reasoning_chat": _component("reasoning_chat", 1.0, format="chat")}, packing="first_fit")

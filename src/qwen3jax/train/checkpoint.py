@@ -1,6 +1,7 @@
-"""Run checkpoints (orbax, async): parameters, optimizer/step/RNG, and the exact data-iterator position.
+"""Run checkpoints (orbax, async): parameters, optimizer/step/RNG, and the exact position of the batch source.
 
-Layout: `<workdir>/checkpoints/<step>/{params, train, data}`. `params` is saved as its own item so a later stage can
+Layout: `<workdir>/checkpoints/<step>/{params, train, data}`; `data` holds each process's source state as JSON
+(`process_<i>-of-<n>.json`, grain's checkpoint format, whatever the source). `params` is saved as its own item so a later stage can
 initialise from it without the optimizer (`init_from`). The last `keep` checkpoints are kept; the stage-final one
 is the newest, so it is always among them.
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import pathlib
 import shutil
 from collections.abc import Callable
@@ -51,6 +53,22 @@ def describe_failure(error: BaseException) -> str:
     return f"{type(error).__name__}: {first[:300]}{'…' if len(first) > 300 else ''}"
 
 
+class _SourceState:
+    """A batch source as grain's checkpoint handler sees a non-grain iterator: state as bytes."""
+
+    def __init__(self, source: Any):
+        self._source = source
+
+    def get_state(self) -> bytes:
+        return json.dumps(self._source.get_state(), indent=1).encode()
+
+    def set_state(self, state: bytes) -> None:
+        self._source.set_state(json.loads(state))
+
+    def start_prefetch(self) -> None:
+        """Called by the handler after a restore; a source starts reading on its next `next()`."""
+
+
 class Checkpointer:
     def __init__(self, workdir: str | pathlib.Path, *, keep: int, async_save: bool = True,
                  log: Callable[[str], None] = print):  # fmt: skip
@@ -78,27 +96,27 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, state: TrainState, data_iterator: Any, *, force: bool = False) -> bool:
+    def save(self, state: TrainState, source: Any, *, force: bool = False) -> bool:
         """Start writing checkpoint `state.step` (async: it completes in the background; an error of the previous
         write surfaces here or in `wait`) — as a CheckpointError naming the step and what is still intact."""
         step = int(state.step)
         args = ocp.args.Composite(
             params=ocp.args.StandardSave(state.params),
             train=ocp.args.StandardSave({"step": state.step, "opt_state": state.opt_state, "rng": state.rng}),
-            data=grain.checkpoint.CheckpointSave(data_iterator),
+            data=grain.checkpoint.CheckpointSave(_SourceState(source)),
         )
         self.wait()  # orbax waits for the previous write anyway; waiting here first names the step that failed
         self._in_flight = step
         with self._reporting_write_failure(step):
             return self.manager.save(step, args=args, force=force)
 
-    def restore(self, state: TrainState, data_iterator: Any) -> TrainState | None:
-        """The newest checkpoint that reads back, in the (sharded) layout of `state`; the data iterator is restored
+    def restore(self, state: TrainState, source: Any) -> TrainState | None:
+        """The newest checkpoint that reads back, in the (sharded) layout of `state`; the batch source is restored
         in place. None when the run has no checkpoint. Unreadable newer ones are moved aside, saying so."""
         broken = []
         for step in sorted(self.manager.all_steps(), reverse=True):
             try:
-                restored = self._restore(step, state, data_iterator)
+                restored = self._restore(step, state, source)
             except Exception as e:  # noqa: BLE001 — whatever orbax/TensorStore raise, the checkpoint is unusable
                 broken.append((step, self._unreadable_reason(step, e)))
                 self.log(f"checkpoint {self.directory / str(step)} cannot be read: {broken[-1][1]}")
@@ -116,14 +134,14 @@ class Checkpointer:
             )
         return None
 
-    def _restore(self, step: int, state: TrainState, data_iterator: Any) -> TrainState:
+    def _restore(self, step: int, state: TrainState, source: Any) -> TrainState:
         train_target = {"step": state.step, "opt_state": state.opt_state, "rng": state.rng}
         restored = self.manager.restore(
             step,
             args=ocp.args.Composite(
                 params=ocp.args.StandardRestore(_abstract(state.params)),
                 train=ocp.args.StandardRestore(_abstract(train_target)),
-                data=grain.checkpoint.CheckpointRestore(data_iterator),
+                data=grain.checkpoint.CheckpointRestore(_SourceState(source)),
             ),
         )
         train = restored["train"]
@@ -188,7 +206,9 @@ def resolve_init_checkpoint(path: str | pathlib.Path) -> pathlib.Path:
     """`init_from` accepts a step directory, a `checkpoints/` directory, or a run directory (newest step wins)."""
     p = pathlib.Path(path).expanduser().absolute()
     if not p.exists():
-        raise FileNotFoundError(f"init_from: {p} does not exist (run the previous stage first, or fix the path)")
+        run = f"`make run EXP={p.name}`" if p.parent.name == "runs" else "the run that writes it"
+        raise FileNotFoundError(f"init_from: {p} does not exist: make it first ({run}) or pass "
+                                f"--config.init_from=<run dir|checkpoint|HF folder>")  # fmt: skip
     if (p / "params").is_dir():
         return p
     ckpt_dir = p / "checkpoints" if (p / "checkpoints").is_dir() else p
@@ -203,16 +223,20 @@ def load_params(path: str | pathlib.Path, abstract_params: dict) -> dict:
     A checkpoint of another model (other shapes or parameter names) is a ValueError naming the parameters."""
     step_dir = resolve_init_checkpoint(path)
     with ocp.StandardCheckpointer() as ckptr:
-        stored = _shapes(ckptr.metadata(step_dir / "params").item_metadata)
-        expected = _shapes(abstract_params)
-        problems = [f"{name}: stored {stored.get(name)}, this model {expected.get(name)}"
-                    for name in sorted(set(stored) | set(expected)) if stored.get(name) != expected.get(name)]  # fmt: skip
-        if problems:
-            raise ValueError(
-                f"init_from {step_dir}: {len(problems)} parameters do not match this model (None: absent), e.g. "
-                f"{'; '.join(problems[:3])}; the model config must be the one of the run it comes from"
-            )
+        check_same_shapes(ckptr.metadata(step_dir / "params").item_metadata, abstract_params, f"init_from {step_dir}")
         return ckptr.restore(step_dir / "params", _abstract(abstract_params))
+
+
+def check_same_shapes(stored, expected, where: str) -> None:
+    """ValueError naming the parameters whose shapes (or presence) differ between two parameter trees."""
+    stored, expected = _shapes(stored), _shapes(expected)
+    problems = [f"{name}: stored {stored.get(name)}, this model {expected.get(name)}"
+                for name in sorted(set(stored) | set(expected)) if stored.get(name) != expected.get(name)]  # fmt: skip
+    if problems:
+        raise ValueError(
+            f"{where}: {len(problems)} parameters do not match this model (None: absent), e.g. "
+            f"{'; '.join(problems[:3])}; the model config must be the one of the run it comes from"
+        )
 
 
 def _shapes(tree) -> dict[str, tuple[int, ...]]:

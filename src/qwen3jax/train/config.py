@@ -46,7 +46,9 @@ def pretrain_config(stage: str, variant: str, reason: str) -> ml_collections.Con
     c.micro_batches = 1 if tiny else 8  # 64 sequences of 4K per micro-batch; 0: one sequence per batch shard
     c.steps = 200 if tiny else 100_000
     c.seed = 0
-    c.init_from = ""  # checkpoint step dir, checkpoints dir or run dir to take the weights from
+    c.init_from = ""  # run dir, checkpoints dir, checkpoint step dir, native checkpoint or HF folder
+    c.batch_source = ml_collections.ConfigDict({"name": "packed"})  # train.batch_sources.SOURCES: the data mixture
+    c.frozen = ml_collections.ConfigDict()  # {name: {"path": ...}}: reference / teacher / reward model, never trained
     c.loss = ml_collections.ConfigDict(
         {"name": "pretrain", "z_loss": 1e-4, "balance_coef": 1e-3, "balance_scope": "global", "vocab_slices": 8}
     )
@@ -69,11 +71,14 @@ def pretrain_config(stage: str, variant: str, reason: str) -> ml_collections.Con
         }
     )
     c.checkpoint = ml_collections.ConfigDict({"every": 100 if tiny else 1000, "keep": 3, "async_save": True})
-    c.eval = ml_collections.ConfigDict({"every": 50 if tiny else 1000, "batches": 4 if tiny else 50})
+    c.eval = ml_collections.ConfigDict(
+        {"name": "held_out_loss", "every": 50 if tiny else 1000, "batches": 4 if tiny else 50}
+    )  # name: train.evals.EVALS
     c.log_every = 10 if tiny else 50
     c.hardware = ml_collections.ConfigDict({"peak_flops": 0.0})  # per device; 0 = known table or measured (CPU)
     c.samples = ml_collections.ConfigDict(
         {
+            "name": "text",  # train.evals.SAMPLES: text continuations | chat replies in both thinking modes
             "num": 3,
             "max_new_tokens": 40,
             "prompts": ["def fibonacci(n):", "The standard library", "Question: What is 12 + 7?"],

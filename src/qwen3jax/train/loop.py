@@ -1,5 +1,11 @@
-"""The run loop: builds mesh, model, optimizer and data from an experiment config, then trains with progress,
-metrics, evaluation, checkpoints (resume, preemption), samples and a curves PNG — all inside the run directory.
+"""The run loop, the same for every phase: from an experiment config it builds the mesh, the loss (which declares
+its batch spec), the train state (`state.create_train_state`), the batch source (`batch_sources.SOURCES`), the
+frozen models (`frozen.py`) and the phase's evaluator and sampler (`evals.py`); then
+
+    for each step: batch = source.next(state); state, metrics = step(state, batch, frozen)
+                   → log / eval / checkpoint (train state + source position)
+
+with progress, metrics, checkpoints (resume, preemption), samples and a curves PNG inside the run directory.
 
 Run directory: config.json (snapshot), checkpoints/, metrics.jsonl, tensorboard/, curves.png, samples.txt,
 data_report.json.
@@ -19,21 +25,23 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec
 
 from qwen3jax import runlog
-from qwen3jax.data.pipeline import build_eval_iterator, build_pretrain_iterator, configured_tokenizer
-from qwen3jax.model import ModelConfig, create_model
+from qwen3jax.data.pipeline import configured_tokenizer
+from qwen3jax.model import ModelConfig
 from qwen3jax.model.config import describe
 from qwen3jax.model.expert_parallel import describe_exchange
 from qwen3jax.parallel import make_mesh
-from qwen3jax.parallel.rules import logical_to_spec
-from qwen3jax.train.checkpoint import Checkpointer, load_params, resolve_init_checkpoint
-from qwen3jax.train.losses import LOSSES, next_token_targets, token_cross_entropy
+from qwen3jax.train.batch import BatchLayout
+from qwen3jax.train.batch_sources import SOURCES, BatchSource
+from qwen3jax.train.checkpoint import Checkpointer, check_same_shapes, load_params, resolve_init_checkpoint
+from qwen3jax.train.evals import EVALS, SAMPLES, EvalError
+from qwen3jax.train.frozen import load_frozen_models, load_model, weights_kind
+from qwen3jax.train.losses import LOSSES
 from qwen3jax.train.metrics import MetricsWriter, format_duration, plot_curves, read_metrics, truncate_metrics
-from qwen3jax.train.optim import check_optimizer_settings, make_optimizer, opt_state_shardings
-from qwen3jax.train.step import TrainState, train_step
+from qwen3jax.train.optim import check_optimizer_settings
+from qwen3jax.train.state import create_train_state
+from qwen3jax.train.step import FrozenModel, TrainState, train_step
 
 # Dense bf16 peak FLOP/s per device, for the MFU estimate (device_kind substring → FLOP/s).
 # First match wins: "TPU v5 lite" (v5e) must come before "TPU v5" (v5p).
@@ -139,6 +147,9 @@ class Trainer:
         self.model_cfg = ModelConfig.from_dict(config.model.to_dict())
         loss_cfg = dict(config.loss)
         self.loss_fn = LOSSES.get(loss_cfg.pop("name"))(**loss_cfg)
+        # The loss's batch spec at this run's sizes: the source's batches, the step's shardings and aot follow it.
+        self.layout = BatchLayout(self.loss_fn.batch_spec, self.mesh, {"batch": config.global_batch, "seq": config.seq_len})
+        self.tokenizer = configured_tokenizer_for(config)
         self._check_vocab()
         make_run_directory(self.workdir)
         _config_snapshot(self.workdir, config, write=self.primary)
@@ -161,58 +172,48 @@ class Trainer:
         if self.primary:
             runlog.say(message)
 
-    # ---- state --------------------------------------------------------------------------------------------------
+    # ---- what a run is made of -----------------------------------------------------------------------------------
     def init_state(self) -> TrainState:
-        c = self.config
-        model = create_model(self.model_cfg, seed=c.seed, mesh=self.mesh)
-        graphdef, params_state = nnx.split(model, nnx.Param)
-        tx, self.schedule = make_optimizer(c.optim, params_state, c.steps)
-        params = nnx.to_pure_dict(params_state)
-        replicated = NamedSharding(self.mesh, PartitionSpec())
-        shardings = opt_state_shardings(tx, params, jax.tree.map(lambda x: x.sharding, params), replicated)
-        with jax.set_mesh(self.mesh):
-            opt_state = jax.jit(tx.init, out_shardings=shardings)(params)
-        step, rng = jax.device_put((jnp.zeros((), jnp.int32), jax.random.key(c.seed)), replicated)
-        return TrainState(step, params, opt_state, rng, graphdef, tx)
-
-    def batch_sharding(self, shape) -> NamedSharding:
-        spec = logical_to_spec(("batch", "seq"), shape, dict(self.mesh.shape))
-        return NamedSharding(self.mesh, spec)
+        """A fresh train state (weights from `seed`), laid out on the mesh."""
+        state, self.schedule = create_train_state(self.model_cfg, self.config.optim, self.config.steps, self.mesh,
+                                                  seed=self.config.seed)  # fmt: skip
+        return state
 
     def to_global(self, local_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
-        global_shape = (self.config.global_batch, self.config.seq_len)
-        sharding = self.batch_sharding(global_shape)
-        return {
-            k: jax.make_array_from_process_local_data(sharding, np.asarray(v, np.int32), global_shape)
-            for k, v in local_batch.items()
-        }
+        return self.layout.to_global(local_batch)
 
-    def step_function(self, state_shardings):
-        """The jitted train step with explicit in/out shardings and the state's buffers donated."""
-        c = self.config
+    def step_function(self, state_shardings, frozen_shardings=None):
+        """The jitted train step `(state, batch[, frozen]) -> (state, metrics)` with explicit shardings of the
+        state, the batch (the loss's batch spec) and, when given, the frozen models; the state's buffers donated."""
+        in_shardings = (state_shardings, self.layout.shardings())
         return jax.jit(
             functools.partial(train_step, loss_fn=self.loss_fn, num_micro_batches=self.micro_batches),
-            in_shardings=(state_shardings, self.batch_sharding((c.global_batch, c.seq_len))),
+            in_shardings=in_shardings if frozen_shardings is None else (*in_shardings, frozen_shardings),
             out_shardings=(state_shardings, None),
             donate_argnums=0,
         )
 
-    def data_iterator(self, *, eval_split: bool = False):
-        c = self.config
-        per_process = c.global_batch // jax.process_count()
-        kw = dict(seq_len=c.seq_len, batch_size=per_process, process_index=jax.process_index(),
-                  process_count=jax.process_count())  # fmt: skip
-        if eval_split:
-            return build_eval_iterator(c.data, **kw)
-        return build_pretrain_iterator(c.data, seed=c.seed, **kw)
+    def batch_source(self) -> BatchSource:
+        options = dict(self.config.batch_source)
+        return SOURCES.get(options.pop("name"))(self, **options)
+
+    def frozen_models(self) -> dict[str, FrozenModel]:
+        frozen = load_frozen_models(self.config.frozen.to_dict(), mesh=self.mesh, student=self.model_cfg)
+        for name in frozen:
+            self.log(f"frozen model {name}: {self.config.frozen[name].path}")
+        return frozen
 
     # ---- loop ---------------------------------------------------------------------------------------------------
     def run(self) -> dict[str, float]:
+        """build state → for each step: batch = source.next(state); state = step(state, batch, frozen) → log /
+        eval / checkpoint."""
         c = self.config
         state = self.init_state()
-        data = self.data_iterator()
+        self.source = self.batch_source()
+        frozen = self.frozen_models()
+        self.evaluator = EVALS.get(c.eval.name)(self)
         ckpt = Checkpointer(self.workdir, keep=c.checkpoint.keep, async_save=c.checkpoint.async_save, log=self.log)
-        restored = ckpt.restore(state, data)  # the newest checkpoint that reads back, if any
+        restored = ckpt.restore(state, self.source)  # the newest checkpoint that reads back, if any
         resumed = restored is not None
         if resumed:
             state = restored
@@ -226,8 +227,8 @@ class Trainer:
         if self.primary:
             truncate_metrics(metrics_path, after_step=first_new_step - 1)
 
-        step_fn = self.step_function(jax.tree.map(lambda x: x.sharding, state))
-        self.eval_step = self.eval_function(state)
+        shardings = jax.tree.map(lambda x: x.sharding, (state, frozen))
+        step_fn = self.step_function(*shardings)
         writer = MetricsWriter(self.workdir, enabled=self.primary, purge_step=first_new_step)
         stop = _StopFlag()
         final = {}
@@ -243,7 +244,7 @@ class Trainer:
                     window_start = time.perf_counter()
                 lagging = None  # the previous step's non-finite count, read once this step is queued: no stall
                 while step < c.steps:
-                    state, metrics = step_fn(state, self.to_global(next(data)))
+                    state, metrics = step_fn(state, self.source.next(state), frozen)
                     step += 1
                     window_steps += 1
                     if lagging is not None:
@@ -260,7 +261,7 @@ class Trainer:
                     paused = time.perf_counter()  # checkpoints and evals do not count as step time
                     stopping = stop.agreed()
                     if step % c.checkpoint.every == 0 or step == c.steps or stopping:
-                        ckpt.save(state, data, force=True)
+                        ckpt.save(state, self.source, force=True)
                     if stopping:
                         self.stop_signal = stop.requested or "SIGTERM"  # another process's: the same preemption
                         if self._eval_due(step):  # a resumed run starts after this step: now or never
@@ -283,13 +284,22 @@ class Trainer:
             ckpt.close()
             writer.close()
             if self.primary:
-                (self.workdir / "data_report.json").write_text(json.dumps(data.report(), indent=2, default=str))
+                (self.workdir / "data_report.json").write_text(json.dumps(self.source.report(), indent=2, default=str))
                 if (self.workdir / "metrics.jsonl").exists():
                     self.log(f"curves: {plot_curves(self.workdir)}")
         return final
 
     def _init_params(self, abstract_params: dict) -> dict:
-        """`init_from`'s parameters, saying which step they come from and warning if that run did not finish."""
+        """`init_from`'s parameters (a run, a native checkpoint or an HF folder), saying which step of a run they
+        come from and warning if that run did not finish."""
+        if weights_kind(self.config.init_from) != "run":
+            _, _, params = load_model(self.config.init_from, mesh=self.mesh, runtime=self.model_cfg)
+            self.log(f"initialised weights from {self.config.init_from}")
+            try:
+                check_same_shapes(params, abstract_params, f"init_from {self.config.init_from}")
+            except ValueError as e:
+                raise RunStopped(str(e)) from None
+            return params
         step_dir = resolve_init_checkpoint(self.config.init_from)
         self.log(f"initialised weights from {step_dir}")
         source_config = step_dir.parent.parent / "config.json"
@@ -330,44 +340,21 @@ class Trainer:
         )
         return metrics
 
-    def eval_function(self, state: TrainState):
-        """Jitted sums over one held-out batch (compiled once): next-token cross-entropy, target tokens, and the
-        UTF-8 bytes those targets stand for (for bits per byte)."""
-        c = self.config
-        vocab_slices = getattr(self.loss_fn, "vocab_slices", 1)  # the head computed as the training loss does
-        token_bytes = configured_tokenizer_for(c).token_byte_lengths
-        token_bytes = jnp.asarray(np.pad(token_bytes, (0, self.model_cfg.vocab_size - len(token_bytes))))
-
-        def eval_step(params, batch):
-            model = state.model(params)
-            hidden = model(batch["tokens"], batch["positions"], batch["segment_ids"], head=False)
-            targets, valid = next_token_targets(batch)
-            scores = token_cross_entropy(model.head(hidden, vocab_slices), targets)
-            return jnp.sum(scores.ce * valid), jnp.sum(valid), jnp.sum(jnp.where(valid, token_bytes[targets], 0))
-
-        param_shardings = jax.tree.map(lambda x: x.sharding, state.params)
-        return jax.jit(eval_step, in_shardings=(param_shardings, self.batch_sharding((c.global_batch, c.seq_len))))
-
     def evaluate(self, state: TrainState, step: int, writer: MetricsWriter) -> dict[str, float]:
-        """Mean next-token cross-entropy (nats per token) on the first `eval.batches` held-out batches, and the same
-        in bits per byte of target text (comparable across tokenizers)."""
-        total, count, num_bytes = 0.0, 0.0, 0.0
-        for i, batch in enumerate(self.data_iterator(eval_split=True)):
-            if i >= self.config.eval.batches:
-                break
-            s, n, b = self.eval_step(state.params, self.to_global(batch))
-            total, count, num_bytes = total + float(s), count + float(n), num_bytes + float(b)
-        if not count:
-            raise RunStopped("the eval split yielded no target tokens; check the data config's held-out sources")
-        result = {"eval/loss": total / count, "eval/bpb": total / math.log(2) / max(num_bytes, 1.0), "eval/tokens": count}
+        """The phase's evaluation (`eval.name`), logged and written."""
+        try:
+            result = self.evaluator(state)
+        except EvalError as e:
+            raise RunStopped(str(e)) from None
         writer.write(step, result)
-        self.log(f"eval  step {step}: loss {result['eval/loss']:.4f} ({result['eval/bpb']:.3f} bits/byte) over "
-                 f"{int(count):,} tokens")  # fmt: skip
+        shown = "  ".join(f"{k.removeprefix('eval/')} {int(v) if float(v).is_integer() else round(v, 4):,}"
+                          for k, v in result.items())  # fmt: skip
+        self.log(f"eval  step {step}: {shown}")
         return result
 
     def _check_vocab(self) -> None:
         """Ids beyond the embedding table would silently read NaN rows: reject the pairing up front."""
-        vocab = configured_tokenizer_for(self.config).vocab_size
+        vocab = self.tokenizer.vocab_size
         if vocab > self.model_cfg.vocab_size:
             raise ValueError(
                 f"the tokenizer has {vocab} tokens but model.vocab_size is {self.model_cfg.vocab_size}; "
@@ -375,19 +362,8 @@ class Trainer:
             )
 
     def write_samples(self, state: TrainState) -> None:
-        """A few greedy continuations of the configured prompts, into samples.txt."""
-        from qwen3jax.sample import generate
-
-        tokenizer = configured_tokenizer_for(self.config)
-        prompts = list(self.config.samples.prompts)[: self.config.samples.num]
-        result = generate(
-            state.model(), [tokenizer.encode(p) for p in prompts], max_new_tokens=self.config.samples.max_new_tokens,
-            stop_ids=(tokenizer.eos_id,), vocab_limit=tokenizer.vocab_size,
-        )  # fmt: skip
-        lines = []
-        for prompt, ids in zip(prompts, result.tokens):
-            lines.append(f"--- prompt: {prompt!r}\n{prompt}{tokenizer.decode(ids)}\n")
-        text = "\n".join(lines)
+        """The phase's samples (`samples.name`), into samples.txt."""
+        text = SAMPLES.get(self.config.samples.name)(self)(state)
         if self.primary:
             (self.workdir / "samples.txt").write_text(text)
             self.log("samples:\n" + text)

@@ -4,20 +4,28 @@ and has two parts, both pure:
 - `context(model_fn, micro_batches) -> ctx`: statistics of the WHOLE global batch that every micro-batch's loss
   needs before its own terms can be computed (token counts for exact normalisation, MoE expert frequencies for the
   global-batch balance loss). Runs once per step, before the gradient accumulation loop.
-- `__call__(model, batch, ctx) -> (loss, metrics)`: one micro-batch's contribution. Contributions are normalised
-  by global counts, so the step's loss is the plain SUM over micro-batches: k micro-batches == one batch of k× size.
+- `__call__(model, batch, ctx, *, frozen, rng) -> (loss, metrics)`: one micro-batch's contribution. Contributions
+  are normalised by global counts, so the step's loss is the plain SUM over micro-batches: k micro-batches == one
+  batch of k× size. `frozen`: {name: model} of the run's frozen models; `rng`: this micro-batch's key.
+
+and two declarations the loop and the step read:
+
+- `batch_spec`: the fields the loss reads, with dtype and logical axes (`train.batch.Field`); the batch source must
+  give exactly these, and the shardings of the jitted step follow them.
+- `metric_reductions`: {metric: "mean" | "max" | "min"} for metrics that are not sums over micro-batches.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from qwen3jax.registry import Registry
+from qwen3jax.train.batch import TOKEN_FIELDS, BatchSpec
 
 LOSSES: Registry[Callable[..., Any]] = Registry("loss")
 
@@ -69,6 +77,13 @@ def token_cross_entropy(logit_slices: Sequence[jax.Array], targets_BT: jax.Array
     return TokenScores(ce=log_z - target_logit, log_z=log_z, argmax=argmax)
 
 
+def next_token_scores(model, hidden: jax.Array, batch: Batch, vocab_slices: int):
+    """(scores, targets, valid) of the masked next-token prediction from the model's final hidden states: the one
+    computation behind the training losses and the held-out loss."""
+    targets, valid = next_token_targets(batch)
+    return token_cross_entropy(model.head(hidden, vocab_slices), targets), targets, valid
+
+
 @LOSSES.register("pretrain")
 @dataclasses.dataclass(frozen=True)
 class PretrainLoss:
@@ -85,6 +100,9 @@ class PretrainLoss:
     balance_coef: float = 0.001
     balance_scope: str = "global"
     vocab_slices: int = 8
+
+    batch_spec: ClassVar[BatchSpec] = TOKEN_FIELDS
+    metric_reductions: ClassVar[Mapping[str, str]] = {}  # every metric is a normalised contribution: summed
 
     def __post_init__(self):
         if self.balance_scope not in ("global", "micro"):
@@ -110,11 +128,11 @@ class PretrainLoss:
             ctx["expert_freq"] = jax.lax.stop_gradient(counts.sum(0) / tokens.sum())
         return ctx
 
-    def __call__(self, model, batch: Batch, ctx: Mapping[str, jax.Array]):
+    def __call__(self, model, batch: Batch, ctx: Mapping[str, jax.Array], *, frozen=None, rng=None):
+        del frozen, rng  # deterministic, and no frozen model
         hidden, stats = model(batch["tokens"], batch.get("positions"), batch["segment_ids"], return_stats=True,
                               head=False)  # fmt: skip
-        targets, valid = next_token_targets(batch)
-        scores = token_cross_entropy(model.head(hidden, self.vocab_slices), targets)
+        scores, targets, valid = next_token_scores(model, hidden, batch, self.vocab_slices)
         weight = valid.astype(jnp.float32) / ctx["num_targets"]
         ce_loss = jnp.sum(scores.ce * weight)
         metrics = {
@@ -145,3 +163,12 @@ class PretrainLoss:
         total = jnp.maximum(ctx["real_tokens"] * stats.num_tokens.shape[0], 1)
         freq = ctx.get("expert_freq", jax.lax.stop_gradient(stats.expert_counts.sum(0) / total))
         return num_experts * jnp.sum(freq * probs / total)
+
+
+@LOSSES.register("sft")
+@dataclasses.dataclass(frozen=True)
+class SftLoss(PretrainLoss):
+    """Supervised fine-tuning: the same masked next-token loss, on the tokens the chat encoder marks as trained
+    (think block, answer and `<|im_end|>` of the trained assistant turns); no z-loss by default."""
+
+    z_loss: float = 0.0
