@@ -10,6 +10,7 @@ from flax import nnx
 
 from qwen3jax.model.config import ModelConfig
 from qwen3jax.model.layers import RMSNorm, apply_rope, param, project
+from qwen3jax.model.splash import SegmentMask, splash_attention
 from qwen3jax.parallel.rules import constrain
 
 # Large negative instead of -inf so fully masked rows (never produced by valid inputs) cannot create NaNs.
@@ -127,6 +128,9 @@ class Attention(nnx.Module):
             v_group, v_BKSH = write_slots(v_group, layer, v_BKSH, cache_index)
             kv_cache = (k_group, v_group, layer)
 
+        if isinstance(mask_BTS, SegmentMask):  # the Pallas kernel masks from segment ids itself: model/splash.py
+            out_BTNH = splash_attention((q_BTNH * self.scale).astype(dt), k_BTKH, v_BTKH, mask_BTS.segment_ids_BT)
+            return project("BTNH,NHD->BTD", out_BTNH, self.o_proj, dt), kv_cache
         b, t, n, h = q_BTNH.shape  # keys may be longer (the cache): S
         # Query head i reads KV head i // groups: split N into (K, G) instead of repeating K and V.
         q_BTKGH = q_BTNH.reshape(b, t, n // self.num_groups, self.num_groups, h)

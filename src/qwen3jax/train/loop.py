@@ -25,6 +25,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from qwen3jax.data.pipeline import build_eval_iterator, build_pretrain_iterator, configured_tokenizer
 from qwen3jax.model import ModelConfig, create_model
 from qwen3jax.model.config import describe
+from qwen3jax.model.splash import resolve_kernel
 from qwen3jax.parallel import make_mesh
 from qwen3jax.parallel.rules import logical_to_spec
 from qwen3jax.train.checkpoint import Checkpointer, load_params, resolve_init_checkpoint
@@ -121,6 +122,9 @@ class Trainer:
         if config.global_batch % jax.process_count():
             raise ValueError(f"global_batch={config.global_batch} must split evenly over {jax.process_count()} processes")
         self.model_cfg = ModelConfig.from_dict(config.model.to_dict())
+        # "auto" kernels follow the mesh's devices, which are TPUs also when compiling for a slice from a CPU host.
+        platform = self.mesh.devices.flat[0].platform
+        self.model_cfg = self.model_cfg.replace(attention_kernel=resolve_kernel(self.model_cfg.attention_kernel, platform))
         loss_cfg = dict(config.loss)
         self.loss_fn = LOSSES.get(loss_cfg.pop("name"))(**loss_cfg)
         self._check_vocab()
@@ -132,7 +136,7 @@ class Trainer:
         cpu = jax.devices()[0].platform == "cpu"
         self.peak_flops = peak_flops_per_device(config.hardware.peak_flops) * (1 if cpu else jax.device_count())
         self.log(f"model: {describe(self.model_cfg)}")
-        self.log(f"mesh: {dict(self.mesh.shape)} over {jax.device_count()} {jax.devices()[0].platform} device(s)")
+        self.log(f"mesh: {dict(self.mesh.shape)} over {self.mesh.size} {self.mesh.devices.flat[0].platform} device(s)")
 
     def log(self, message: str) -> None:
         if self.primary:
