@@ -95,7 +95,8 @@ def summary(r: dict) -> str:
     if "memory_per_chip" in r:
         lines.append("  memory per chip: " + ", ".join(f"{k} {v / gb:.2f} GB" for k, v in r["memory_per_chip"].items()))
         flops = r["flops_per_step"]
-        lines.append(f"  flops_per_step: model {flops['model']:.3e}, compiled matmuls {flops['xla']:.3e}")
+        lines.append(f"  flops_per_step: model {flops['model']:.3e}, compiled matmuls {flops['xla']:.3e}"
+                     + (f" + attention kernels (estimated) {flops['kernels_estimate']:.3e}" if flops["kernels_estimate"] else ""))  # fmt: skip
         e = r["estimate"]
         lines.append(f"  ESTIMATE (roofline): step {e['step_seconds']:.3f} s ({e['bound']}-bound), MFU {e['mfu']:.1%}, "
                      f"{e['tokens_per_second']:,.0f} tok/s — {e['note']}")  # fmt: skip

@@ -41,6 +41,13 @@ def resolve_kernel(name: str, platform: str) -> str:
     return name
 
 
+def target_platform() -> str:
+    """The platform the program being traced is for: the mesh's devices (TPU when compiling for a TPU slice from
+    a CPU host), else the default backend."""
+    device = getattr(jax.sharding.get_abstract_mesh(), "abstract_device", None)
+    return device.platform if device is not None else jax.default_backend()
+
+
 def splash_attention(q_BTNH: jax.Array, k_BTKH: jax.Array, v_BTKH: jax.Array, segment_ids_BT: jax.Array) -> jax.Array:
     """softmax(q k^T) v per query head (q already scaled), causal within each document; GQA heads share K/V heads.
     Runs per device in `shard_map` over the mesh set with `jax.set_mesh` (none: the whole batch on one device)."""
@@ -49,7 +56,7 @@ def splash_attention(q_BTNH: jax.Array, k_BTKH: jax.Array, v_BTKH: jax.Array, se
     if block is None:
         raise ValueError(f"attention_kernel='splash' needs a sequence length that is a multiple of {_BLOCKS[-1]}, "
                          f"got {t}; use attention_kernel='xla'")  # fmt: skip
-    interpret = jax.default_backend() == "cpu"
+    interpret = target_platform() != "tpu"  # the Pallas interpreter: CPU tests
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty:
         return _attend_local(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT, block=block, interpret=interpret)

@@ -18,7 +18,7 @@ from qwen3jax.model.attention import Attention, KVCache, attention_mask
 from qwen3jax.model.config import ModelConfig
 from qwen3jax.model.layers import MLP, OutputMajor, RMSNorm, param, project, rope_cos_sin, rope_frequencies
 from qwen3jax.model.moe import MoE, RoutingStats
-from qwen3jax.model.splash import SegmentMask, resolve_kernel
+from qwen3jax.model.splash import SegmentMask, resolve_kernel, target_platform
 from qwen3jax.parallel.rules import constrain
 
 # Activation checkpointing policies per decoder layer (what the backward pass may keep instead of recomputing).
@@ -188,7 +188,7 @@ class Qwen3(nnx.Module):
             positions = positions_from_segments(segment_ids)
         inv_freq, rope_scale = rope_frequencies(cfg)
         cos, sin = rope_cos_sin(positions, inv_freq, rope_scale)
-        if cache is None and resolve_kernel(cfg.attention_kernel, jax.default_backend()) == "splash":
+        if cache is None and resolve_kernel(cfg.attention_kernel, target_platform()) == "splash":
             mask_BTS = SegmentMask(segment_ids)
             stack_caches = [None] * len(self.stacks)
         elif cache is None:

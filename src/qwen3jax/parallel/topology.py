@@ -122,9 +122,11 @@ def topology_devices(tpu_slice: Slice) -> list:
     if importlib.util.find_spec("libtpu") is None:
         raise LibTpuMissing(f"compiling for {tpu_slice.accelerator_type} needs the TPU compiler: pip install -e '.[tpu]'")
     # libtpu looks for the TPU VM it runs on (metadata server, worker list) when it loads; off a TPU VM that only
-    # prints warnings, which these settings silence. A real TPU VM's own settings are kept.
+    # prints warnings, which these settings silence. A real TPU VM's own settings are kept. Compiling claims no
+    # chip, so several processes may load libtpu at once (parallel tests) instead of the second one failing on
+    # libtpu's lock file.
     for key, value in (("TPU_ACCELERATOR_TYPE", tpu_slice.accelerator_type), ("TPU_SKIP_MDS_QUERY", "1"),
-                       ("TPU_WORKER_HOSTNAMES", "localhost")):  # fmt: skip
+                       ("TPU_WORKER_HOSTNAMES", "localhost"), ("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")):  # fmt: skip
         os.environ.setdefault(key, value)
     from jax.experimental import topologies
 

@@ -6,8 +6,9 @@ Here every computation is costed once and each call site multiplies it by how of
 `known_trip_count`, a conditional by its most expensive branch. Counts are per device (the SPMD-partitioned
 program).
 
-- FLOPs: `dot`, `ragged-dot` and `convolution` (TPU rewrites most dots as convolutions) at 2 per multiply-add, plus
-  Pallas/Mosaic kernels that declare a cost estimate. Elementwise work is not counted (it is not what the MXUs do).
+- FLOPs: `dot`, `ragged-dot` and `convolution` (TPU rewrites most dots as convolutions) at 2 per multiply-add.
+  Custom calls (Pallas/Mosaic kernels) carry no cost in the compiled program: their runs are counted, not their
+  FLOPs. Elementwise work is not counted (it is not what the MXUs do).
 - Bytes: operands plus result of every instruction outside fusions (a fusion's internals stay on chip), excluding
   bookkeeping (parameters, tuples, bitcasts, constants): an estimate of HBM traffic, as XLA's own analysis makes it.
 """
@@ -32,6 +33,7 @@ class ProgramCost(NamedTuple):
     flops: float  # matmul FLOPs per device per call
     bytes_accessed: float  # estimated HBM bytes per device per call
     unknown_trip_counts: int  # while loops without a static trip count, each counted as running once
+    kernel_calls: float  # runs of custom kernels (Pallas/Mosaic) that declare no cost: their FLOPs are not counted
 
 
 class _Instruction(NamedTuple):
@@ -48,27 +50,26 @@ def program_cost(hlo_text: str) -> ProgramCost:
     unknown = [0]
 
     @functools.cache
-    def cost(name: str, fused: bool) -> tuple[float, float]:
+    def cost(name: str, fused: bool) -> tuple[float, float, float]:
         shapes: dict[str, str] = {}
-        flops = traffic = 0.0
+        flops = traffic = kernels = 0.0
         for ins in computations[name]:
             shapes[ins.name] = ins.shape
             flops += _own_flops(ins, shapes)
+            kernels += ins.opcode == "custom-call" and 'custom_call_target="tpu_custom_call"' in ins.attributes
             if not fused and ins.opcode not in _NO_TRAFFIC:
                 traffic += _array_bytes(ins.shape) + sum(_array_bytes(shapes.get(o, "")) for o in ins.operands)
-            for callee, times, callee_fused in _calls(ins, computations, unknown):
-                if callee in computations:
-                    f, b = cost(callee, fused or callee_fused)
-                    flops, traffic = flops + times * f, traffic + times * b
+            called = [(times, cost(callee, fused or f)) for callee, times, f in _calls(ins, computations, unknown)
+                      if callee in computations]  # fmt: skip
             if ins.opcode == "conditional":  # one branch runs: the most expensive one bounds it
                 branches = [cost(b, fused) for b in _branches(ins) if b in computations]
-                if branches:
-                    f, b = max(branches)
-                    flops, traffic = flops + f, traffic + b
-        return flops, traffic
+                called += [(1.0, max(branches))] if branches else []
+            for times, (f, b, k) in called:
+                flops, traffic, kernels = flops + times * f, traffic + times * b, kernels + times * k
+        return flops, traffic, kernels
 
-    flops, traffic = cost(entry, False)
-    return ProgramCost(flops, traffic, unknown[0])
+    flops, traffic, kernels = cost(entry, False)
+    return ProgramCost(flops, traffic, unknown[0], kernels)
 
 
 def _parse(text: str) -> tuple[dict[str, list[_Instruction]], str]:
@@ -131,9 +132,6 @@ def _own_flops(ins: _Instruction, shapes: dict[str, str]) -> float:
             return 0.0
         # Each output element sums over the kernel's input features and window (every label but `o`).
         return 2.0 * out * math.prod(n for label, n in zip(labels.group(1), rhs) if label != "o")
-    if ins.opcode == "custom-call":
-        estimate = re.search(r'"flops"\s*:\s*"?(\d+)', ins.attributes)
-        return float(estimate.group(1)) if estimate else 0.0
     return 0.0
 
 
@@ -155,20 +153,47 @@ def _calls(ins: _Instruction, computations: dict[str, list[_Instruction]], unkno
 
 
 def _trip_count(ins: _Instruction, computations: dict[str, list[_Instruction]]) -> int | None:
-    """A while loop's static trip count: XLA's `known_trip_count` when it is printed, else the bound of the loop
-    condition `counter < constant` (scan and fori_loop count from 0 in steps of 1)."""
+    """A while loop's static trip count: XLA's `known_trip_count` when it is printed, else read from the loop:
+    the condition `counter < N` with N a constant, and the body's `counter + step` (XLA may unroll a loop, making
+    the step larger than 1). Counters start at 0 (scan and fori_loop do)."""
     known = re.search(r'"known_trip_count"\s*:\s*\{\s*"n"\s*:\s*"(\d+)"', ins.attributes)
     if known:
         return int(known.group(1))
     condition = re.search(r"condition=%?([\w.\-]+)", ins.attributes)
-    instructions = computations.get(condition.group(1), []) if condition else []
-    constants = {i.name: i.operand_text for i in instructions if i.opcode == "constant"}
-    for i in instructions:
-        if i.opcode == "compare" and "direction=LT" in i.attributes and len(i.operands) == 2:
-            bound = constants.get(i.operands[1], "")
-            if bound.isdigit():
-                return int(bound)
+    body = re.search(r"body=%?([\w.\-]+)", ins.attributes)
+    cond = {i.name: i for i in computations.get(condition.group(1), [])} if condition else {}
+    for compare in cond.values():
+        if compare.opcode != "compare" or "direction=LT" not in compare.attributes or len(compare.operands) != 2:
+            continue
+        counter, bound = (cond.get(name) for name in compare.operands)
+        if bound is None or bound.opcode != "constant" or not bound.operand_text.isdigit():
+            continue
+        index = _tuple_index(counter)
+        step = _counter_step(computations.get(body.group(1), []) if body else [], index)
+        return -(-int(bound.operand_text) // step)
     return None
+
+
+def _tuple_index(ins: _Instruction | None) -> int | None:
+    if ins is None or ins.opcode != "get-tuple-element":
+        return None
+    found = re.search(r"index=(\d+)", ins.attributes)
+    return int(found.group(1)) if found else None
+
+
+def _counter_step(body: list[_Instruction], index: int | None) -> int:
+    """How much the loop body adds to tuple element `index` (1 unless it is visibly `element + constant`)."""
+    by_name = {i.name: i for i in body}
+    root = body[-1] if body else None
+    if index is None or root is None or root.opcode != "tuple" or index >= len(root.operands):
+        return 1
+    update = by_name.get(root.operands[index])
+    if update is None or update.opcode != "add":
+        return 1
+    operands = [by_name.get(name) for name in update.operands]
+    constants = [o for o in operands if o is not None and o.opcode == "constant" and o.operand_text.isdigit()]
+    counters = [o for o in operands if _tuple_index(o) == index]
+    return int(constants[0].operand_text) if constants and counters and int(constants[0].operand_text) > 0 else 1
 
 
 def _branches(ins: _Instruction) -> list[str]:
