@@ -153,3 +153,40 @@ def test_a_step_that_does_not_fit_is_a_report_with_exit_status_3_and_a_wrong_mes
     lines = wrong.stderr.strip().splitlines()
     assert lines[-1].startswith("error: mesh") and "needs 8 devices but 4 are available" in lines[-1]
     assert "Traceback" not in wrong.stderr
+
+
+# A loop as the TPU compiler prints it: no known_trip_count, a `counter < 6` condition and a body that adds 2
+# (unrolled twice), so 3 trips of a [8, 16] x [16, 4] product.
+UNROLLED_LOOP_HLO = """
+%body (p: (s32[], f32[8,16], f32[16,4])) -> (s32[], f32[8,16], f32[16,4]) {
+  %p = (s32[]{:T(128)}, f32[8,16]{1,0}, f32[16,4]{1,0}) parameter(0)
+  %i = s32[]{:T(128)} get-tuple-element(%p), index=0
+  %x = f32[8,16]{1,0} get-tuple-element(%p), index=1
+  %w = f32[16,4]{1,0} get-tuple-element(%p), index=2
+  %y = f32[8,4]{1,0} convolution(%x, %w), dim_labels=bf_io->bf
+  %two = s32[]{:T(128)} constant(2)
+  %next = s32[]{:T(128)} add(%i, %two)
+  ROOT %t = (s32[]{:T(128)}, f32[8,16]{1,0}, f32[16,4]{1,0}) tuple(%next, %x, %w)
+}
+
+%cond (p.1: (s32[], f32[8,16], f32[16,4])) -> pred[] {
+  %six = s32[]{:T(128)} constant(6)
+  %p.1 = (s32[]{:T(128)}, f32[8,16]{1,0}, f32[16,4]{1,0}) parameter(0)
+  %i.1 = s32[]{:T(128)} get-tuple-element(%p.1), index=0
+  ROOT %lt = pred[]{:T(512)} compare(%i.1, %six), direction=LT
+}
+
+ENTRY %main (a: f32[8,16], b: f32[16,4]) -> f32[8,16] {
+  %a = f32[8,16]{1,0} parameter(0)
+  %b = f32[16,4]{1,0} parameter(1)
+  %zero = s32[]{:T(128)} constant(0)
+  %init = (s32[]{:T(128)}, f32[8,16]{1,0}, f32[16,4]{1,0}) tuple(%zero, %a, %b)
+  %loop = (s32[]{:T(128)}, f32[8,16]{1,0}, f32[16,4]{1,0}) while(%init), condition=%cond, body=%body
+  ROOT %out = f32[8,16]{1,0} get-tuple-element(%loop), index=1
+}
+"""
+
+
+def test_trip_counts_without_xla_annotation_come_from_the_loop_condition_and_step():
+    cost = program_cost(UNROLLED_LOOP_HLO)
+    assert cost.flops == 3 * 2 * 8 * 16 * 4 and cost.unknown_trip_counts == 0
