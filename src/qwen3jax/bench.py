@@ -10,6 +10,7 @@ SECTIONS = {
     "train": "qwen3jax.train.bench",  # full AdamW step vs HF + torch AdamW; compile time vs depth
     "decode": "qwen3jax.sample.bench",  # generate vs HF generate
     "data": "qwen3jax.data.bench",  # pipeline tokens/s vs the tiny train step's consumption
+    "rewards": "qwen3jax.rewards.bench",  # math answers/s, sandboxed programs/s, sandbox overhead vs bare python
 }
 
 

@@ -21,6 +21,13 @@ REASONS = (
     "invalid_utf8",  # Bytes that are not UTF-8 (or JSON escapes that decode to lone surrogates).
     "empty_document",  # Text is empty or whitespace only.
     "too_long",  # Text longer than the configured maximum number of characters.
+    # Query–verifier records (data/verifiable.py).
+    "missing_prompt",  # Neither a non-empty `prompt` string nor a valid `messages` list.
+    "bad_rewards",  # `rewards` missing, empty, or naming an unknown reward / bad options.
+    "missing_verifier_field",  # A named reward needs a field (gold, tests, constraints, reference) the record lacks.
+    "bad_tests",  # `tests` is not a list of assert strings / {stdin, stdout} cases as its reward expects.
+    "bad_constraint",  # An instruction constraint with an unknown id or wrong parameters.
+    "bad_metadata",  # `domain` not a string, or `difficulty` not a number in [0, 1].
 )
 
 
