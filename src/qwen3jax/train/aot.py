@@ -15,6 +15,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.extend import core as jex
 from jax.sharding import NamedSharding, PartitionSpec
@@ -212,7 +213,7 @@ def largest_arrays(fn, *args, count: int = 5) -> list[dict]:
         for eqn in jaxpr.eqns:
             for var in eqn.outvars:
                 aval = var.aval
-                if hasattr(aval, "shape") and hasattr(aval, "dtype"):
+                if hasattr(aval, "shape") and isinstance(getattr(aval, "dtype", None), np.dtype):  # not PRNG keys
                     size = math.prod(aval.shape) * jnp.dtype(aval.dtype).itemsize
                     key = (eqn.primitive.name, tuple(aval.shape), str(aval.dtype))
                     found[key] = {"op": key[0], "shape": list(key[1]), "dtype": key[2], "bytes": size}
