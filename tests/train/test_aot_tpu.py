@@ -154,7 +154,8 @@ def test_a_step_that_does_not_fit_is_a_report_with_exit_status_3_and_a_wrong_mes
     report = json.loads(report_path.read_text())
     assert not report["fits"] and report["bytes_per_chip"] > report["hbm_bytes_per_chip"]
     assert report["top_consumers"][0]["what"].startswith("temporaries")
-    assert report["largest_arrays"][0]["shape"][:2] == [256, 4096]  # activations of the whole batch
+    biggest = report["largest_arrays"][0]  # the logits of every token of the batch: [256 * 4096, 8192]
+    assert biggest["shape"] == [256 * 4096, 8192] and biggest["bytes"] == 256 * 4096 * 8192 * 4
     assert "DOES NOT FIT" in result.stdout
 
     wrong = _aot("--config=experiments/pretrain_s1.py:tiny", "--topology=v5litepod-4", "--config.mesh.data=8")
