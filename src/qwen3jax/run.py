@@ -6,24 +6,35 @@ signal stopped it after a checkpoint, as shells and job schedulers expect of a p
 
 from __future__ import annotations
 
+import pathlib
 import signal
 import sys
+import time
 
 from absl import app, flags
 from ml_collections import config_flags
 
+from qwen3jax import runlog
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment file[:variant]", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory (default: runs/<experiment name>)")
+_VERBOSE = flags.DEFINE_bool("verbose", False, "also show library logs (orbax, absl, grain, jax) on the console; "
+                             "they always go to <workdir>/run.log")
 
 
 def main(argv) -> None:
     del argv
     from qwen3jax.train.loop import RunStopped, Trainer
+    from qwen3jax.train.metrics import format_duration, read_metrics, summary_table
+
+    started = time.perf_counter()
 
     config = _CONFIG.value
-    print(f"experiment {config.name}: variant {config.variant!r} ({config.variant_reason})", flush=True)
+    workdir = _WORKDIR.value or f"runs/{config.name}"
+    runlog.configure(workdir, verbose=_VERBOSE.value)
+    runlog.say(f"experiment {config.name}: variant {config.variant!r} ({config.variant_reason})")
     try:  # configuration problems are reported in one line; errors inside training keep their traceback
-        trainer = Trainer(config, _WORKDIR.value or f"runs/{config.name}")
+        trainer = Trainer(config, workdir)
     except (RunStopped, ValueError, KeyError) as e:
         fail(e)
     try:
@@ -32,10 +43,14 @@ def main(argv) -> None:
         fail(e)
     if trainer.stop_signal:  # checkpointed, not finished: a pipeline must not go on to the next stage
         sys.exit(128 + signal.Signals[trainer.stop_signal].value)
+    rows = read_metrics(pathlib.Path(workdir) / "metrics.jsonl")
+    runlog.say("\n".join([f"results of {config.name} after {format_duration(time.perf_counter() - started)}:",
+                           *summary_table(rows)]))  # fmt: skip
+    runlog.say(f"outputs in {workdir}/: metrics.jsonl, curves.png, samples.txt, checkpoints/, tensorboard/, run.log")
 
 
 def fail(error: BaseException) -> None:
-    print(f"error: {error}", file=sys.stderr)
+    runlog.say(f"error: {error}", error=True)
     sys.exit(1)
 
 

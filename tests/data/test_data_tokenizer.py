@@ -55,6 +55,14 @@ def check_tokenizer_contract(tok):
         tok.token_to_id("not-a-token-in-any-vocab")
     with pytest.raises(KeyError, match="outside"):
         tok.id_to_token(tok.vocab_size)
+    # Bits per byte divides by token_byte_lengths: a text's UTF-8 bytes are the sum over its ids, specials count 0.
+    lengths = tok.token_byte_lengths
+    assert lengths.shape == (tok.vocab_size,)
+    for text in SAMPLES:
+        plain = text
+        for token in SPECIAL_TOKENS:
+            plain = plain.replace(token, "")
+        assert lengths[tok.encode(text)].sum() == len(plain.encode("utf-8")), text
 
 
 def test_default_tokenizer_contract(tokenizer):

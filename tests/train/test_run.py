@@ -12,7 +12,7 @@ import pytest
 
 from qwen3jax.train.loop import RunStopped, Trainer
 
-from .helpers import tiny_config
+from .helpers import TINY_MODEL, tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -182,3 +182,24 @@ def test_mesh_that_does_not_fit_the_devices_is_rejected(tmp_path):
     result = _run_cli("--config.mesh.data=3", f"--workdir={tmp_path}")
     assert result.returncode == 1
     assert "needs 3 devices but" in result.stderr and "available" in result.stderr
+
+
+def _tiny_cli_args(workdir):
+    model = [f"--config.model.{k}={v}" for k, v in TINY_MODEL.items()]
+    return [*model, "--config.data.vocab_size=512", "--config.seq_len=32", "--config.global_batch=8",
+            "--config.steps=2", "--config.log_every=1", "--config.eval.every=2", "--config.eval.batches=1",
+            "--config.samples.num=0", "--config.checkpoint.every=1", f"--workdir={workdir}"]  # fmt: skip
+
+
+def test_library_logs_go_to_the_run_log_and_the_console_shows_our_lines(tmp_path):
+    quiet = _run_cli(*_tiny_cli_args(tmp_path / "quiet"))
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    console = quiet.stdout + quiet.stderr
+    assert "orbax" not in console and "checkpoint_manager" not in console, console[-2000:]
+    assert "step      2/2" in quiet.stdout
+    log = (tmp_path / "quiet" / "run.log").read_text()
+    assert "checkpoint_manager" in log  # orbax's lines are kept, in the file
+    assert "experiment pretrain_s1: variant" in log and "step      2/2" in log  # and so are ours
+    verbose = _run_cli(*_tiny_cli_args(tmp_path / "verbose"), "--verbose")
+    assert verbose.returncode == 0, verbose.stderr[-2000:]
+    assert "checkpoint_manager" in verbose.stdout + verbose.stderr

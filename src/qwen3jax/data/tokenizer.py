@@ -19,6 +19,7 @@ import pathlib
 import random
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import sentencepiece as spm
 import tokenizers
 from sentencepiece import sentencepiece_model_pb2
@@ -61,6 +62,19 @@ class Tokenizer(abc.ABC):
         if token_id is None:
             raise KeyError(f"token {token!r} is not in the vocabulary of {self!r}")
         return token_id
+
+    @functools.cached_property
+    def token_byte_lengths(self) -> np.ndarray:
+        """[vocab_size] int32: how many UTF-8 bytes of text each id stands for (special tokens: 0), so that the bytes
+        of an encoded text are the sum over its ids. Bits per byte, the tokenizer-independent loss, divides by it."""
+        special = {self.token_to_id(token) for token in SPECIAL_TOKENS}
+        return np.array(
+            [0 if i in special else self._token_byte_length(i) for i in range(self.vocab_size)], np.int32
+        )
+
+    @abc.abstractmethod
+    def _token_byte_length(self, token_id: int) -> int:
+        """UTF-8 bytes of text that the (non-special) id `token_id` stands for."""
 
     @functools.cached_property
     def eos_id(self) -> int:
@@ -126,6 +140,13 @@ class SentencePieceTokenizer(Tokenizer):
     def id_to_token(self, token_id: int) -> str:
         return self._sp.id_to_piece(self._check_id(token_id))
 
+    def _token_byte_length(self, token_id: int) -> int:
+        if self._sp.is_byte(token_id):  # byte fallback: <0xNN> is one byte of a character outside the pieces
+            return 1
+        if self._sp.is_control(token_id) or self._sp.is_unknown(token_id):
+            return 0
+        return len(self._sp.id_to_piece(token_id).replace("\u2581", " ").encode("utf-8"))  # "▁" stands for a space
+
     @property
     def vocab_size(self) -> int:
         return self._sp.get_piece_size()
@@ -160,6 +181,11 @@ class HuggingFaceTokenizer(Tokenizer):
 
     def id_to_token(self, token_id: int) -> str:
         return self._tok.id_to_token(self._check_id(token_id))
+
+    def _token_byte_length(self, token_id: int) -> int:
+        if isinstance(self._tok.decoder, tokenizers.decoders.ByteLevel):  # each character of a piece is one byte
+            return len(self._tok.id_to_token(token_id))
+        return len(self.decode([token_id]).encode("utf-8"))
 
     @property
     def vocab_size(self) -> int:

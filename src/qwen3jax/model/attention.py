@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from qwen3jax.model.config import ModelConfig
+from qwen3jax.model.context_parallel import ContextMask, context_parallel_attention
 from qwen3jax.model.layers import RMSNorm, apply_rope, param, project
 from qwen3jax.model.splash import SegmentMask, splash_attention
 from qwen3jax.parallel.rules import constrain
@@ -131,6 +132,9 @@ class Attention(nnx.Module):
         if isinstance(mask_BTS, SegmentMask):  # the Pallas kernel masks from segment ids itself: model/splash.py
             out_BTNH = splash_attention((q_BTNH * self.scale).astype(dt), k_BTKH, v_BTKH, mask_BTS.segment_ids_BT)
             return project("BTNH,NHD->BTD", out_BTNH, self.o_proj, dt), kv_cache
+        if isinstance(mask_BTS, ContextMask):  # sequence split over the `context` mesh axis: model/context_parallel.py
+            out_BTNH = context_parallel_attention(q_BTNH, k_BTKH, v_BTKH, mask_BTS, self._attend)
+            return project("BTNH,NHD->BTD", out_BTNH, self.o_proj, dt), kv_cache
         b, t, n, h = q_BTNH.shape  # keys may be longer (the cache): S
         # Query head i reads KV head i // groups: split N into (K, G) instead of repeating K and V.
         q_BTKGH = q_BTNH.reshape(b, t, n // self.num_groups, self.num_groups, h)
@@ -153,8 +157,8 @@ class Attention(nnx.Module):
         logits_BKGTS = jnp.where(mask_BTS[:, None, None], logits_BKGTS, _MASK_VALUE)
         probs_BKGTS = jax.nn.softmax(logits_BKGTS, axis=-1).astype(self.dtype)
         if q_BTKGH.shape[1] == 1:
-            # One query per row (decoding): a matrix-vector product per row and KV head, which XLA:CPU runs several
-            # times faster as a fused multiply-reduce (accumulated in fp32) than as a batched dot.
+            # One query per row (decoding): a matrix-vector product per row and KV head, which XLA:CPU runs faster
+            # as a fused multiply-reduce (accumulated in fp32) than as a batched dot.
             products = probs_BKGTS[..., None].astype(jnp.float32) * v_BKSH[:, :, None, None].astype(jnp.float32)
             return products.sum(-2).astype(self.dtype).transpose(0, 3, 1, 2, 4)
         return jnp.einsum("BKGTS,BKSH->BTKGH", probs_BKGTS, v_BKSH)

@@ -8,14 +8,19 @@ Kernels share one signature, `kernel(x_SD, expert_SK, weight_SK, w_gate_EDF, w_u
 - `sorted`   slots sorted by expert into blocks of `moe_block_size` rows, each block one expert; one batched matmul
              over every block of the static bound against per-block gathered weights. Portable and GSPMD-friendly.
 - `looped`   the same blocks, but a loop over only the blocks in use, each a plain matmul against its expert's
-             weights in place, with a hand-written backward loop: the CPU default (~25% faster than `sorted` on
-             the MoE bench layer, where ~80 of the bound's 96 blocks are used). It indexes the expert weights with
-             traced values, so on a mesh that shards experts GSPMD gathers them whole: use another kernel there.
-- `ragged`   `jax.lax.ragged_dot` over expert groups (GPU/TPU; on XLA:CPU it lowers to a masked dense dot, ~10× slow).
+             weights in place, with a hand-written backward loop: the CPU default (it skips the unused blocks of
+             the static bound and the per-block weight copies that `sorted` makes). It indexes the expert weights
+             with traced values, so on a mesh that shards experts GSPMD gathers them whole: use another kernel there.
+- `ragged`   `jax.lax.ragged_dot` over expert groups (GPU/TPU; on XLA:CPU it lowers to a masked dense dot over every
+             expert, so it is slow there).
 - `megablox` the Pallas TPU grouped matmul (`interpret` mode off TPU, for testing only).
 
 Routing statistics for the (global-batch) load-balancing loss come back with every call: per-expert counts of
 routed slots and per-expert sums of router probabilities over the real (unmasked) tokens.
+
+On a mesh with an `expert` axis, `moe_expert_exchange` (`auto`, `ragged` or `padded`) runs the kernel on each
+device's own experts after an explicit all-to-all of the tokens (model/expert_parallel.py); the router and the
+statistics are computed the same way either way.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from qwen3jax.model.config import ModelConfig
+from qwen3jax.model.expert_parallel import expert_axis_size, expert_parallel
 from qwen3jax.model.layers import param
 from qwen3jax.parallel.rules import constrain
 
@@ -39,6 +45,9 @@ class RoutingStats(NamedTuple):
     expert_counts: jax.Array  # [E] float32: routed (token, slot) pairs per expert
     router_prob_sums: jax.Array  # [E] float32: Σ_tokens softmax probability per expert
     num_tokens: jax.Array  # [] float32: real tokens counted
+    # [] float32: (token, slot) pairs a capacity-limited expert exchange dropped (all tokens, padding included);
+    # always 0 for dropless dispatch, see model/expert_parallel.py
+    dropped_slots: jax.Array
 
 
 def _swiglu(gate, up):
@@ -142,8 +151,7 @@ def make_sorted_kernel(max_block_size: int):
 def make_looped_kernel(max_block_size: int):
     """Block-sorted dispatch as a loop over only the blocks in use, each gathering its rows and running plain
     matmuls against its expert's weights in place: no weight copies, no padded [N, B, D] copies of the tokens, and
-    none of the static bound's unused blocks (on the MoE bench config ~80 of 96 are used). Forward and backward are
-    explicit loops (`_expert_blocks`)."""
+    none of the static bound's unused blocks. Forward and backward are explicit loops (`_expert_blocks`)."""
 
     def kernel(x_SD, expert_SK, weight_SK, w_gate_EDF, w_up_EDF, w_down_EFD):
         blocks = _block_layout(_sort_slots(expert_SK, w_gate_EDF.shape[0]), max_block_size)
@@ -267,6 +275,8 @@ class MoE(nnx.Module):
         # Names, not functions, as attributes: they are static graph data and must compare equal across layers.
         self.kernel_name = cfg.moe_kernel
         self.block_size = cfg.moe_block_size
+        self.expert_exchange = cfg.moe_expert_exchange
+        self.capacity_factor = cfg.moe_capacity_factor
         self.dtype = jnp.dtype(cfg.dtype)
 
     def __call__(self, x_BTD: jax.Array, token_mask_BT: jax.Array) -> tuple[jax.Array, RoutingStats]:
@@ -279,19 +289,19 @@ class MoE(nnx.Module):
         weight_SK, expert_SK = jax.lax.top_k(probs_SE, self.top_k)
         if self.norm_topk_prob:
             weight_SK = weight_SK / jnp.sum(weight_SK, axis=-1, keepdims=True)
-        y_SD = get_kernel(self.kernel_name, self.block_size)(
-            x_SD,
-            expert_SK,
-            weight_SK.astype(dt),
-            self.gate_proj[...].astype(dt),
-            self.up_proj[...].astype(dt),
-            self.down_proj[...].astype(dt),
-        )
+        kernel = get_kernel(self.kernel_name, self.block_size)
+        weights = (self.gate_proj, self.up_proj, self.down_proj)
+        args = (x_SD, expert_SK, weight_SK.astype(dt), *(w[...].astype(dt) for w in weights))
+        if self.expert_exchange != "none" and expert_axis_size() > 1:
+            y_SD, dropped = expert_parallel(kernel, self.expert_exchange, self.capacity_factor, *args)
+        else:
+            y_SD, dropped = kernel(*args), jnp.zeros((), jnp.float32)
         mask_S = token_mask_BT.reshape(-1).astype(jnp.float32)
         stats = RoutingStats(
             expert_counts=jnp.einsum("SKE,S->E", jax.nn.one_hot(expert_SK, probs_SE.shape[-1]), mask_S),
             router_prob_sums=jnp.einsum("SE,S->E", probs_SE, mask_S),
             num_tokens=jnp.sum(mask_S),
+            dropped_slots=dropped,
         )
         return y_SD.reshape(b, t, d), stats
 

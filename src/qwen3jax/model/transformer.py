@@ -4,7 +4,8 @@ itself in vocabulary slices: `model(..., head=False)` then `model.head(hidden, v
 
 Routing statistics of MoE layers (for the load-balancing loss) come from `model(..., return_stats=True)`, which
 returns `(logits, RoutingStats)` with fields stacked over MoE layers in depth order: `expert_counts [L_moe, E]`,
-`router_prob_sums [L_moe, E]`, `num_tokens [L_moe]`, summed over the real (segment id > 0) tokens of the batch.
+`router_prob_sums [L_moe, E]`, `num_tokens [L_moe]`, summed over the real (segment id > 0) tokens of the batch, and
+`dropped_slots [L_moe]` (see model/expert_parallel.py).
 Dense models return empty `[0, 0]` statistics.
 """
 
@@ -16,6 +17,7 @@ from flax import nnx
 
 from qwen3jax.model.attention import Attention, KVCache, attention_mask
 from qwen3jax.model.config import ModelConfig
+from qwen3jax.model.context_parallel import balanced_inputs, context_axis_size, from_balanced
 from qwen3jax.model.layers import MLP, OutputMajor, RMSNorm, param, project, rope_cos_sin, rope_frequencies
 from qwen3jax.model.moe import MoE, RoutingStats
 from qwen3jax.model.splash import SegmentMask, resolve_kernel, target_platform
@@ -112,11 +114,11 @@ def decode_view(model: "Qwen3") -> "Qwen3":
     Call it inside the jitted function, before the loop, so that its slices and transposes are made once per call
     rather than once per step.
 
-    Why (XLA:CPU, measured on the bench config): a layer's slice of a stacked weight is a copy, and XLA does not
-    hoist those copies out of a while loop, so a scanned or unrolled stack re-copies every weight on every decode
-    step; and skinny products stream an output-major weight about 2x faster, read weight-first by `project` (see
-    `layers.FEW_ROWS`). The view is for running only: its parameters keep the stacked `layers` sharding metadata
-    and hold transposed copies, so do not save, shard or train it.
+    Why (XLA:CPU): a layer's slice of a stacked weight is a copy, and XLA does not hoist those copies out of a while
+    loop, so a scanned or unrolled stack re-copies every weight on every decode step; and skinny products stream an
+    output-major weight faster, read weight-first by `project` (see `layers.FEW_ROWS`). The view is for running
+    only: its parameters keep the stacked `layers` sharding metadata and hold transposed copies, so do not save,
+    shard or train it.
     """
     graphdef, state = nnx.split(model)
     view = nnx.merge(graphdef, state)
@@ -186,9 +188,16 @@ class Qwen3(nnx.Module):
             if cache is not None:
                 raise ValueError("decoding with a KV cache needs explicit per-row positions")
             positions = positions_from_segments(segment_ids)
+        # Context parallelism (model/context_parallel.py): the per-token inputs go into the load-balanced layout,
+        # attention gets segment ids and original indices instead of a [B, T, T] mask, the output comes back.
+        cp = context_axis_size() if cache is None else 1
+        if cp > 1:
+            tokens, positions, segment_ids, mask_BTS = balanced_inputs(tokens, positions, segment_ids, cp)
         inv_freq, rope_scale = rope_frequencies(cfg)
         cos, sin = rope_cos_sin(positions, inv_freq, rope_scale)
-        if cache is None and resolve_kernel(cfg.attention_kernel, target_platform()) == "splash":
+        if cp > 1:
+            stack_caches = [None] * len(self.stacks)
+        elif cache is None and resolve_kernel(cfg.attention_kernel, target_platform()) == "splash":
             mask_BTS = SegmentMask(segment_ids)
             stack_caches = [None] * len(self.stacks)
         elif cache is None:
@@ -207,6 +216,8 @@ class Qwen3(nnx.Module):
             new_kv.append(kv)
             if stats is not None:
                 moe_stats.append(stats)
+        if cp > 1:
+            x_BTD = constrain(from_balanced(x_BTD, cp), ("batch", "seq", "act_embed"))
         x_BTD = self.norm(x_BTD)
         outputs = [self.head(x_BTD)[0] if head else x_BTD]
         if cache is not None:
@@ -223,7 +234,7 @@ class Qwen3(nnx.Module):
                 stats = jax.tree.map(lambda *s: jnp.concatenate(s), *moe_stats)
             else:
                 empty = jnp.zeros((0, 0), jnp.float32)
-                stats = RoutingStats(empty, empty, jnp.zeros((0,), jnp.float32))
+                stats = RoutingStats(empty, empty, jnp.zeros((0,), jnp.float32), jnp.zeros((0,), jnp.float32))
             outputs.append(stats)
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
@@ -232,8 +243,8 @@ class Qwen3(nnx.Module):
         vocabulary slices [B, T, V_i] (sizes as `numpy.array_split`), one matmul each.
 
         A loss that reduces each slice on its own (`losses.token_cross_entropy`) then never forms the [B, T, V]
-        logits as one array: on XLA:CPU 8 slices make the head + cross-entropy of the bench config ~17% faster
-        (narrower GEMMs, fewer passes over a 268 MB array); the gradient of the split is a concatenation.
+        logits as one array, which on XLA:CPU means narrower GEMMs and no pass over the whole [B, T, V] fp32 array;
+        the gradient of the split is a concatenation.
         """
         if not 1 <= vocab_slices <= self.config.vocab_size:
             raise ValueError(f"vocab_slices must be in [1, vocab_size={self.config.vocab_size}], got {vocab_slices}")

@@ -22,9 +22,11 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from qwen3jax import runlog
 from qwen3jax.data.pipeline import build_eval_iterator, build_pretrain_iterator, configured_tokenizer
 from qwen3jax.model import ModelConfig, create_model
 from qwen3jax.model.config import describe
+from qwen3jax.model.expert_parallel import describe_exchange
 from qwen3jax.model.splash import resolve_kernel
 from qwen3jax.parallel import make_mesh
 from qwen3jax.parallel.rules import logical_to_spec
@@ -137,10 +139,17 @@ class Trainer:
         self.peak_flops = peak_flops_per_device(config.hardware.peak_flops) * (1 if cpu else jax.device_count())
         self.log(f"model: {describe(self.model_cfg)}")
         self.log(f"mesh: {dict(self.mesh.shape)} over {self.mesh.size} {self.mesh.devices.flat[0].platform} device(s)")
+        m = self.model_cfg
+        if m.is_moe and m.moe_expert_exchange != "none" and self.mesh.shape["expert"] > 1:
+            token_shards = math.prod(self.mesh.shape[a] for a in ("data", "fsdp", "expert", "context"))
+            tokens_per_device = per_micro * config.seq_len // token_shards
+            with jax.set_mesh(self.mesh):  # `auto` resolves by the mesh's platform
+                self.log(describe_exchange(m.moe_expert_exchange, m.moe_capacity_factor, tokens_per_device,
+                                           m.num_experts_per_tok, m.num_experts, self.mesh.shape["expert"]))  # fmt: skip
 
     def log(self, message: str) -> None:
         if self.primary:
-            print(message, flush=True)
+            runlog.say(message)
 
     # ---- state --------------------------------------------------------------------------------------------------
     def init_state(self) -> TrainState:
@@ -309,33 +318,38 @@ class Trainer:
         return metrics
 
     def eval_function(self, state: TrainState):
-        """Jitted sum of next-token cross-entropy and token count over one held-out batch (compiled once)."""
+        """Jitted sums over one held-out batch (compiled once): next-token cross-entropy, target tokens, and the
+        UTF-8 bytes those targets stand for (for bits per byte)."""
         c = self.config
         vocab_slices = getattr(self.loss_fn, "vocab_slices", 1)  # the head computed as the training loss does
+        token_bytes = configured_tokenizer_for(c).token_byte_lengths
+        token_bytes = jnp.asarray(np.pad(token_bytes, (0, self.model_cfg.vocab_size - len(token_bytes))))
 
         def eval_step(params, batch):
             model = state.model(params)
             hidden = model(batch["tokens"], batch["positions"], batch["segment_ids"], head=False)
             targets, valid = next_token_targets(batch)
             scores = token_cross_entropy(model.head(hidden, vocab_slices), targets)
-            return jnp.sum(scores.ce * valid), jnp.sum(valid)
+            return jnp.sum(scores.ce * valid), jnp.sum(valid), jnp.sum(jnp.where(valid, token_bytes[targets], 0))
 
         param_shardings = jax.tree.map(lambda x: x.sharding, state.params)
         return jax.jit(eval_step, in_shardings=(param_shardings, self.batch_sharding((c.global_batch, c.seq_len))))
 
     def evaluate(self, state: TrainState, step: int, writer: MetricsWriter) -> dict[str, float]:
-        """Mean next-token cross-entropy on the first `eval.batches` held-out batches."""
-        total, count = 0.0, 0.0
+        """Mean next-token cross-entropy (nats per token) on the first `eval.batches` held-out batches, and the same
+        in bits per byte of target text (comparable across tokenizers)."""
+        total, count, num_bytes = 0.0, 0.0, 0.0
         for i, batch in enumerate(self.data_iterator(eval_split=True)):
             if i >= self.config.eval.batches:
                 break
-            s, n = self.eval_step(state.params, self.to_global(batch))
-            total, count = total + float(s), count + float(n)
+            s, n, b = self.eval_step(state.params, self.to_global(batch))
+            total, count, num_bytes = total + float(s), count + float(n), num_bytes + float(b)
         if not count:
             raise RunStopped("the eval split yielded no target tokens; check the data config's held-out sources")
-        result = {"eval/loss": total / count, "eval/tokens": count}
+        result = {"eval/loss": total / count, "eval/bpb": total / math.log(2) / max(num_bytes, 1.0), "eval/tokens": count}
         writer.write(step, result)
-        self.log(f"eval  step {step}: loss {result['eval/loss']:.4f} over {int(count):,} tokens")
+        self.log(f"eval  step {step}: loss {result['eval/loss']:.4f} ({result['eval/bpb']:.3f} bits/byte) over "
+                 f"{int(count):,} tokens")  # fmt: skip
         return result
 
     def _check_vocab(self) -> None:
