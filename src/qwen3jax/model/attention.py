@@ -12,6 +12,7 @@ from qwen3jax.model import dca
 from qwen3jax.model.config import ModelConfig
 from qwen3jax.model.context_parallel import ContextMask, context_parallel_attention
 from qwen3jax.model.layers import RMSNorm, apply_rope, param, project
+from qwen3jax.model.splash import SegmentMask, splash_attention
 from qwen3jax.parallel.rules import constrain
 
 # Large negative instead of -inf so fully masked rows (never produced by valid inputs) cannot create NaNs.
@@ -138,6 +139,9 @@ class Attention(nnx.Module):
             v_group, v_BKSH = write_slots(v_group, layer, v_BKSH, cache_index)
             kv_cache = (k_group, v_group, layer)
 
+        if isinstance(mask_BTS, SegmentMask):  # the Pallas kernel masks from segment ids itself: model/splash.py
+            out_BTNH = splash_attention((q_BTNH * self.scale).astype(dt), k_BTKH, v_BTKH, mask_BTS.segment_ids_BT)
+            return project("BTNH,NHD->BTD", out_BTNH, self.o_proj, dt), kv_cache
         if isinstance(mask_BTS, ContextMask):  # sequence split over the `context` mesh axis: model/context_parallel.py
             out_BTNH = context_parallel_attention(q_BTNH, k_BTKH, v_BTKH, mask_BTS, self._attend)
             return project("BTNH,NHD->BTD", out_BTNH, self.o_proj, dt), kv_cache

@@ -93,6 +93,9 @@ class ModelConfig:
     # Causal attention over T > block tokens runs per block of queries against only the keys up to that block,
     # skipping the fully masked upper triangle (about half the work); 0 = one full [T, T] block. See attention.py.
     attention_block_size: int = 128
+    # xla (the einsum attention above) | splash (the Pallas TPU kernel, model/splash.py; interpreted on CPU, for
+    # tests) | auto (splash when compiling for TPU, else xla). Training/prefill without a cache only.
+    attention_kernel: str = "xla"
     init_std: float = 0.02  # normal init of projections and embeddings
 
     def __post_init__(self):
@@ -119,6 +122,8 @@ class ModelConfig:
             problems.append(f"remat={self.remat!r} is not one of {sorted(_REMAT_NAMES)}")
         if self.attention_block_size < 0:
             problems.append(f"attention_block_size={self.attention_block_size} must be >= 0 (0: unblocked)")
+        if self.attention_kernel not in ("xla", "splash", "auto"):
+            problems.append(f"attention_kernel={self.attention_kernel!r} is not one of xla, splash, auto")
         if self.moe_expert_exchange not in _MOE_EXCHANGES:
             problems.append(f"moe_expert_exchange={self.moe_expert_exchange!r} is not one of {list(_MOE_EXCHANGES)}")
         if self.moe_capacity_factor < 0:

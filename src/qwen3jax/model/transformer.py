@@ -21,6 +21,7 @@ from qwen3jax.model.config import ModelConfig
 from qwen3jax.model.context_parallel import balanced_inputs, context_axis_size, from_balanced
 from qwen3jax.model.layers import MLP, OutputMajor, RMSNorm, param, project, rope_cos_sin, rope_frequencies
 from qwen3jax.model.moe import MoE, RoutingStats
+from qwen3jax.model.splash import SegmentMask, resolve_kernel, target_platform
 from qwen3jax.parallel.rules import constrain
 
 # Activation checkpointing policies per decoder layer (what the backward pass may keep instead of recomputing).
@@ -196,6 +197,9 @@ class Qwen3(nnx.Module):
                 raise ValueError("Dual Chunk Attention is an inference setting and does not combine with context "
                                  "parallelism (mesh.context > 1)")  # fmt: skip
             tokens, positions, segment_ids, mask_BTS = balanced_inputs(tokens, positions, segment_ids, cp)
+            stack_caches = [None] * len(self.stacks)
+        elif cache is None and resolve_kernel(cfg.attention_kernel, target_platform()) == "splash":
+            mask_BTS = SegmentMask(segment_ids)
             stack_caches = [None] * len(self.stacks)
         elif cache is None:
             kv_positions = positions

@@ -31,6 +31,7 @@ from qwen3jax.data.pipeline import configured_tokenizer
 from qwen3jax.model import ModelConfig
 from qwen3jax.model.config import describe
 from qwen3jax.model.expert_parallel import describe_exchange
+from qwen3jax.model.splash import resolve_kernel
 from qwen3jax.parallel import make_mesh
 from qwen3jax.train.batch import BatchLayout
 from qwen3jax.train.batch_sources import SOURCES, BatchSource
@@ -145,6 +146,9 @@ class Trainer:
             raise ValueError(f"global_batch={config.global_batch} must split evenly over {jax.process_count()} processes")
         check_optimizer_settings(config.optim)
         self.model_cfg = ModelConfig.from_dict(config.model.to_dict())
+        # "auto" kernels follow the mesh's devices, which are TPUs also when compiling for a slice from a CPU host.
+        platform = self.mesh.devices.flat[0].platform
+        self.model_cfg = self.model_cfg.replace(attention_kernel=resolve_kernel(self.model_cfg.attention_kernel, platform))
         loss_cfg = dict(config.loss)
         self.loss_fn = LOSSES.get(loss_cfg.pop("name"))(**loss_cfg)
         # The loss's batch spec at this run's sizes: the source's batches, the step's shardings and aot follow it.
@@ -159,7 +163,7 @@ class Trainer:
         cpu = jax.devices()[0].platform == "cpu"
         self.peak_flops = peak_flops_per_device(config.hardware.peak_flops) * (1 if cpu else jax.device_count())
         self.log(f"model: {describe(self.model_cfg)}")
-        self.log(f"mesh: {dict(self.mesh.shape)} over {jax.device_count()} {jax.devices()[0].platform} device(s)")
+        self.log(f"mesh: {dict(self.mesh.shape)} over {self.mesh.size} {self.mesh.devices.flat[0].platform} device(s)")
         m = self.model_cfg
         if m.is_moe and m.moe_expert_exchange != "none" and self.mesh.shape["expert"] > 1:
             token_shards = math.prod(self.mesh.shape[a] for a in ("data", "fsdp", "expert", "context"))
