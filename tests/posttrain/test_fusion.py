@@ -1,6 +1,7 @@
 """Thinking-mode fusion data: the mode in force at every trained turn (by the chat encoder's own rule) matches the
 target's form, all layouts and both modes occur at their shares, and the records encode with the chat template."""
 
+import json
 import re
 from collections import Counter
 
@@ -85,3 +86,17 @@ def test_mix_validation_and_example_from_curated():
     record["messages"][1]["content"] = "no thinking"
     with pytest.raises(ValueError, match="q1: the response has no thinking"):
         fusion.example_from_curated(record)
+
+
+def test_command(tmp_path, examples, capsys):
+    curated = tmp_path / "curated.jsonl"
+    curated.write_text("".join(
+        json.dumps({"messages": [{"role": "user", "content": e.prompt}, {"role": "assistant", "content": e.thinking}],
+                    "provenance": {"query_id": e.id}}) + "\n" for e in examples[:30]))  # fmt: skip
+    out = tmp_path / "fusion.jsonl"
+    assert fusion.main(["--thinking", str(curated), "--output", str(out), "--seed", "3"]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert records == fusion.fusion_records(examples[:30], seed=3)
+    assert fusion.main(["--thinking", str(curated), "--output", str(out)]) == 1  # never replaced without asking
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert [json.loads(line) for line in out.read_text().splitlines()] == records

@@ -10,8 +10,13 @@ the final, trained turn (the rule of `chat.thinking.resolve_thinking`, which the
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
+import pathlib
 import random
+import sys
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -102,3 +107,38 @@ def fusion_records(examples: Sequence[Example], *, mix: FusionMix = FusionMix(),
                         "provenance": {"query_id": example.id, "mode": "think" if thinking else "no_think",
                                        "layout": layout}})  # fmt: skip
     return records
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m qwen3jax.posttrain.fusion --thinking curated.jsonl --output fusion.jsonl`: fuse curated thinking
+    records (from `posttrain.curate`, e.g. with the reasoning-RL model as teacher) into the fusion SFT set."""
+    parser = argparse.ArgumentParser(prog="python -m qwen3jax.posttrain.fusion", description=main.__doc__)
+    parser.add_argument("--thinking", required=True, help="curated chat JSONL with thinking responses")
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument("--seed", type=int, default=0)
+    for field in dataclasses.fields(FusionMix):
+        parser.add_argument(f"--{field.name}", type=float, default=field.default)
+    args = parser.parse_args(argv)
+    output = pathlib.Path(args.output)
+    try:
+        if output.exists() and not args.overwrite:
+            raise ValueError(f"{output} exists; pass --overwrite to replace it")
+        mix = FusionMix(**{f.name: getattr(args, f.name) for f in dataclasses.fields(FusionMix)})
+        lines = pathlib.Path(args.thinking).read_text(encoding="utf-8").splitlines()
+        examples = [example_from_curated(json.loads(line)) for line in lines if line.strip()]
+        records = fusion_records(examples, mix=mix, seed=args.seed)
+    except (ValueError, OSError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(output.name + ".partial")
+    partial.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    partial.replace(output)
+    modes = Counter(r["provenance"]["mode"] for r in records)
+    print(f"{len(records)} fusion records ({modes['think']} think, {modes['no_think']} no_think) -> {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
