@@ -39,11 +39,11 @@ def test_report_counts_equal_the_flaws_drawn(pool_and_validation):
     drawn = [responses.sample_responses(p, 4, seed=5, flawed_share=0.5, validation=teacher.validation)
              for p in _problems(pool)]  # fmt: skip
     flaws = Counter(flaw for samples in drawn for _, flaw in samples if flaw)
-    assert report["response_rejected"] == {r: flaws[r] for r in filters.RESPONSE_REASONS}
+    assert report["response_rejected"] == {"think": {r: flaws[r] for r in filters.RESPONSE_REASONS}}
     assert sum(flaws.values()) > 20  # every filter had work to do
     # A query is dropped as a whole when no sample has the right answer (pass@n = 0).
     zero_pass = sum(all(f == "wrong_answer" for _, f in samples) for samples in drawn)
-    assert report["zero_pass_at_n"] == zero_pass
+    assert report["zero_pass_at_n"] == {"think": zero_pass}
     expected = sum(min(2, sum(f is None for _, f in samples)) for samples in drawn)
     assert report["kept_responses"] == len(records) == expected
     for record in records:
@@ -102,3 +102,33 @@ def test_query_records(tmp_path):
     path.write_text("{oops\n")
     with pytest.raises(ValueError, match="pool.jsonl:1: not JSON"):
         curate.read_queries(str(path))
+
+
+def test_both_modes_for_off_policy_distillation(pool_and_validation):
+    pool, validation = pool_and_validation
+    teacher = curate.WorkedSolutionTeacher(_problems(validation), seed=1, flawed_share=0.4)
+    settings = curate.CurationSettings(n=3, keep_per_query=1, modes=("think", "no_think"))
+    records, report = curate.curate(pool, teacher=teacher, verify=exact_verifier,
+                                    response_filters=filters.ResponseFilters(exact_verifier), settings=settings)  # fmt: skip
+    direct = [responses.sample_responses(p, 3, seed=1, flawed_share=0.4, validation=teacher.validation, thinking=False)
+              for p in _problems(pool)]  # fmt: skip
+    wrong = sum(flaw == "wrong_answer" for samples in direct for _, flaw in samples)
+    assert report["response_rejected"]["no_think"] == {r: wrong if r == "wrong_answer" else 0 for r in filters.RESPONSE_REASONS}
+    by_mode = Counter(r["provenance"]["mode"] for r in records)
+    assert by_mode["no_think"] == sum(any(f is None for _, f in samples) for samples in direct)
+    for record in records:
+        thinking = record["provenance"]["mode"] == "think"
+        assert record["enable_thinking"] is thinking
+        assert (filters.split_thinking(record["messages"][1]["content"]).thinking != "") is thinking
+    with pytest.raises(ValueError, match="modes"):
+        curate.CurationSettings(modes=("fast",))
+
+
+def test_mode_mismatch_is_malformed():
+    response_filters = filters.ResponseFilters(exact_verifier)
+    problem = synthetic.generate("arithmetic", 0, 0)
+    thinking = responses.worked_solution(problem)
+    direct = responses.direct_answer(problem.answer)
+    assert response_filters.rejection(problem.query, direct, problem.answer, thinking=False) is None
+    assert response_filters.rejection(problem.query, thinking, problem.answer, thinking=False) == "malformed_thinking"
+    assert response_filters.rejection(problem.query, direct, problem.answer, thinking=True) == "malformed_thinking"

@@ -11,8 +11,9 @@
    language mixing, too close to the validation set. Keep up to `--keep_per_query` passing responses per query,
    and at most `--max_per_domain` queries per domain.
 
-The output is chat JSONL (`{"messages", "enable_thinking": true, "domain", "provenance"}`, provenance: query id,
-teacher, sample index, filters passed) and `<output>.report.json` with every filter's count. Query records:
+`--modes think,no_think` samples both modes (off-policy distillation: SFT of a student on a teacher's responses);
+a non-thinking response must carry the empty think block. The output is chat JSONL (`{"messages",
+"enable_thinking", "domain", "provenance"}`, provenance: query id, teacher, mode, sample index, filters passed) and `<output>.report.json` with every filter's count. Query records:
 `{"id"?, "prompt" | "messages", "gold" | "answer", "domain"?, "solution"?}` (`solution`: the worked solution the
 `worked_solutions` teacher writes out; the embedded pool has one for every problem).
 """
@@ -28,6 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from qwen3jax.data.corpus.synthetic import Problem
 from qwen3jax.posttrain import filters, responses
 
 EMBEDDED = "embedded"
@@ -74,16 +76,14 @@ class WorkedSolutionTeacher:
     flawed_share: float = 0.3
     name: str = WORKED_SOLUTIONS
 
-    def sample(self, queries: Sequence[Query], n: int, *, thinking: bool = True) -> list[list[str]]:
-        from qwen3jax.data.corpus.synthetic import Problem
-
+    def sample(self, queries: Sequence[Query], n: int, *, thinking: bool) -> list[list[str]]:
         out = []
         for q in queries:
             if not q.solution:
                 raise ValueError(f"query {q.id} has no `solution`: the {WORKED_SOLUTIONS} teacher writes one out")
             problem = Problem(q.domain or "", q.prompt, q.solution, q.gold or "", {})
             drawn = responses.sample_responses(problem, n, seed=self.seed, flawed_share=self.flawed_share,
-                                               validation=self.validation)  # fmt: skip
+                                               validation=self.validation, thinking=thinking)  # fmt: skip
             out.append([text for text, _ in drawn])
         return out
 
@@ -118,12 +118,20 @@ class ModelTeacher:
         return out
 
 
+MODES = ("think", "no_think")
+
+
 @dataclasses.dataclass
 class CurationSettings:
-    n: int = 4  # teacher samples per query
-    keep_per_query: int = 1  # passing responses kept per query
+    n: int = 4  # teacher samples per query and mode
+    keep_per_query: int = 1  # passing responses kept per query and mode
     max_per_domain: int | None = None  # queries kept per domain (None: no cap)
     instruct_tries: int = 2  # non-thinking samples of the instruct model per query
+    modes: tuple[str, ...] = ("think",)  # cold start: thinking only; off-policy distillation: both
+
+    def __post_init__(self):
+        if not self.modes or set(self.modes) - set(MODES):
+            raise ValueError(f"modes must be a non-empty subset of {MODES}, got {self.modes}")
 
 
 def curate(
@@ -152,43 +160,46 @@ def curate(
         easy = {q.id for q, a in zip(candidates, answers) if filters.solved_without_thinking(a, q.gold, verify)}
         query_reasons["solved_without_thinking"] += len(easy)
         candidates = [q for q in candidates if q.id not in easy]
-    progress(f"teacher {teacher.name}: {settings.n} thinking samples for {len(candidates)} queries")
-    samples = teacher.sample(candidates, settings.n, thinking=True) if candidates else []
-    response_reasons: Counter[str] = Counter()
-    kept_by_query = []
-    no_correct = 0
-    for q, texts in zip(candidates, samples):
-        reasons = [response_filters.rejection(q.prompt, text, q.gold) for text in texts]
-        response_reasons.update(r for r in reasons if r)
-        if all(r in ("wrong_answer", "unverifiable_answer", "malformed_thinking") for r in reasons):
-            no_correct += 1  # pass@n = 0: the query is dropped as a whole
-            continue
-        passing = [(i, text) for i, (text, r) in enumerate(zip(texts, reasons)) if r is None]
-        if passing:
-            kept_by_query.append({"query": q, "domain": q.domain, "passing": passing[: settings.keep_per_query]})
-    before_balance = len(kept_by_query)
+    passing: dict[str, list[tuple[str, int, str]]] = {}  # query id -> (mode, sample index, response)
+    response_rejected, zero_pass = {}, {}
+    for mode in settings.modes:
+        thinking = mode == "think"
+        progress(f"teacher {teacher.name}: {settings.n} {mode} samples for {len(candidates)} queries")
+        samples = teacher.sample(candidates, settings.n, thinking=thinking) if candidates else []
+        reasons_seen: Counter[str] = Counter()
+        zero_pass[mode] = 0
+        for q, texts in zip(candidates, samples):
+            reasons = [response_filters.rejection(q.prompt, text, q.gold, thinking=thinking) for text in texts]
+            reasons_seen.update(r for r in reasons if r)
+            if all(r in ("wrong_answer", "unverifiable_answer", "malformed_thinking") for r in reasons):
+                zero_pass[mode] += 1  # pass@n = 0: nothing of this query in this mode
+                continue
+            good = [(mode, i, text) for i, (text, r) in enumerate(zip(texts, reasons)) if r is None]
+            passing.setdefault(q.id, []).extend(good[: settings.keep_per_query])
+        response_rejected[mode] = {r: reasons_seen[r] for r in filters.RESPONSE_REASONS}
+    kept = [{"query": q, "domain": q.domain} for q in candidates if passing.get(q.id)]
+    before_balance = len(kept)
     if settings.max_per_domain is not None:
-        kept_by_query = filters.balance_by_domain(kept_by_query, max_per_domain=settings.max_per_domain)
+        kept = filters.balance_by_domain(kept, max_per_domain=settings.max_per_domain)
     records = [
         {
             "messages": [{"role": "user", "content": item["query"].prompt}, {"role": "assistant", "content": text}],
-            "enable_thinking": True,
+            "enable_thinking": mode == "think",
             "domain": item["domain"],
-            "provenance": {"query_id": item["query"].id, "teacher": teacher.name, "sample_index": index,
+            "provenance": {"query_id": item["query"].id, "teacher": teacher.name, "mode": mode, "sample_index": index,
                            "filters_passed": list(filters.RESPONSE_REASONS)},  # fmt: skip
         }
-        for item in kept_by_query
-        for index, text in item["passing"]
+        for item in kept
+        for mode, index, text in passing[item["query"].id]
     ]
     report.update(
         query_rejected={r: query_reasons[r] for r in filters.QUERY_REASONS},
-        zero_pass_at_n=no_correct,
-        response_rejected={r: response_reasons[r] for r in filters.RESPONSE_REASONS},
-        queries_without_passing_response=len(candidates) - no_correct - before_balance,
-        domain_capped=before_balance - len(kept_by_query),
-        kept_queries=len(kept_by_query),
+        zero_pass_at_n=zero_pass,
+        response_rejected=response_rejected,
+        domain_capped=before_balance - len(kept),
+        kept_queries=len(kept),
         kept_responses=len(records),
-        kept_domains=dict(Counter(item["domain"] or "unknown" for item in kept_by_query)),
+        kept_domains=dict(Counter(item["domain"] or "unknown" for item in kept)),
     )
     return records, report
 
@@ -216,8 +227,6 @@ def read_queries(spec: str, *, split: str = "train") -> list[Query]:
 
 def _load_teacher(spec: str, args: argparse.Namespace, validation: list[Query]) -> Teacher:
     if spec == WORKED_SOLUTIONS:
-        from qwen3jax.data.corpus.synthetic import Problem
-
         problems = [Problem(v.domain or "", v.prompt, v.solution or "", v.gold or "", {}) for v in validation]
         if not problems:
             raise ValueError(f"the {WORKED_SOLUTIONS} teacher copies from validation problems: --validation is empty")
@@ -248,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep_per_query", type=int, default=1)
     parser.add_argument("--max_per_domain", type=int, default=None)
     parser.add_argument("--instruct_tries", type=int, default=2)
+    parser.add_argument("--modes", default="think", help="think, no_think or think,no_think (off-policy distillation)")
     parser.add_argument("--flawed_share", type=float, default=0.3, help=f"{WORKED_SOLUTIONS} teacher only")
     parser.add_argument("--max_new_tokens", type=int, default=1024)
     parser.add_argument("--tokenizer", help="tokenizer.json when the checkpoint folder has none")
@@ -267,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         teacher = _load_teacher(args.teacher, args, validation)
         instruct = _load_teacher(args.instruct, args, validation) if args.instruct else None
         index = filters.NgramIndex(f"{v.prompt}\n{v.solution or ''}" for v in validation)
-        settings = CurationSettings(args.n, args.keep_per_query, args.max_per_domain, args.instruct_tries)
+        settings = CurationSettings(args.n, args.keep_per_query, args.max_per_domain, args.instruct_tries,
+                                    tuple(args.modes.split(",")))  # fmt: skip
         records, report = curate(
             queries, teacher=teacher, verify=verify, response_filters=filters.ResponseFilters(verify, index),
             settings=settings, instruct=instruct, progress=lambda m: print(m, flush=True),

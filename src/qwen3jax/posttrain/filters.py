@@ -22,7 +22,7 @@ Verifier = Callable[[str, str], "float | None"]
 
 # Response rejection reasons, in the order the filters run (the first that rejects is the one counted).
 RESPONSE_REASONS = (
-    "malformed_thinking",  # Not exactly one <think>…</think> block at the start, or no answer after it.
+    "malformed_thinking",  # Not one <think>…</think> block at the start (empty in non-thinking mode), no answer after it.
     "wrong_answer",  # The final answer does not match the gold answer.
     "unverifiable_answer",  # The verifier could not judge the final answer.
     "repetition",  # The same lines or word n-grams over and over.
@@ -167,10 +167,11 @@ class ResponseFilters:
     max_foreign_script: float = 0.02  # share of letters in scripts the query does not use
     max_validation_overlap: float = 0.8  # share of one validation item's distinctive 8-grams contained
 
-    def rejection(self, query: str, response: str, gold: str) -> str | None:
-        """Why the response is rejected, or None when it passes every filter."""
+    def rejection(self, query: str, response: str, gold: str, *, thinking: bool = True) -> str | None:
+        """Why the response is rejected, or None when it passes every filter. A non-thinking response must have the
+        empty think block; the filters that read the thinking (guessing, inconsistency) then have nothing to read."""
         parts = split_thinking(response)
-        if parts is None or not parts.answer:
+        if parts is None or not parts.answer or bool(parts.thinking) != thinking:
             return "malformed_thinking"
         verdict = self.verify(response, gold)
         if verdict is None:
@@ -182,14 +183,15 @@ class ResponseFilters:
             or most_repeated_line(parts.thinking) > self.max_line_repeats
         ):
             return "repetition"
-        if len(_WORD.findall(parts.thinking)) < self.min_thinking_words:
+        if thinking and len(_WORD.findall(parts.thinking)) < self.min_thinking_words:
             return "guessing"
-        concluded = thinking_conclusion(parts.thinking)
+        concluded = thinking_conclusion(parts.thinking) if thinking else None
         if concluded is not None and self.verify(response, concluded) == 0.0:
             return "inconsistent_thinking"
         if foreign_script_share(response, query) > self.max_foreign_script:
             return "language_mixing"
-        if self.validation is not None and self.validation.overlap(parts.thinking) > self.max_validation_overlap:
+        copied = parts.thinking if thinking else parts.answer
+        if self.validation is not None and self.validation.overlap(copied) > self.max_validation_overlap:
             return "near_validation"
         return None
 

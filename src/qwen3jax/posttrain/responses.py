@@ -26,6 +26,11 @@ def worked_solution(problem: Problem) -> str:
     return thinking_response(f"{problem.solution}\nSo the answer is {problem.answer}.", problem.answer)
 
 
+def direct_answer(answer: str) -> str:
+    """A non-thinking response: the empty think block, then the boxed answer."""
+    return f"<think>\n\n</think>\n\nThe final answer is $\\boxed{{{answer}}}$."
+
+
 def _wrong(answer: str) -> str:
     """A different answer of the same look (a number off by one, or a word marked wrong)."""
     try:
@@ -56,12 +61,18 @@ def flawed_solution(problem: Problem, flaw: str, rng: random.Random, validation:
     raise ValueError(f"unknown flaw {flaw!r}; known: {FLAWS}")
 
 
-def sample_responses(problem: Problem, n: int, *, seed: int, flawed_share: float, validation: list[Problem]) -> list[tuple[str, str | None]]:
+def sample_responses(
+    problem: Problem, n: int, *, seed: int, flawed_share: float, validation: list[Problem], thinking: bool = True
+) -> list[tuple[str, str | None]]:
     """`n` teacher samples for `problem`: (response, flaw or None). Each sample is flawed with probability
-    `flawed_share`, the flaw drawn uniformly; the draws are a pure function of the seed and the query."""
+    `flawed_share`, the flaw drawn uniformly (non-thinking answers can only be wrong); the draws are a pure function
+    of the seed, the mode and the query."""
     if not 0 <= flawed_share <= 1:
         raise ValueError(f"flawed_share must be in [0, 1], got {flawed_share}")
-    rng = random.Random(f"{seed}:{problem.query}")
+    rng = random.Random(f"{seed}:{problem.query}" if thinking else f"{seed}:no_think:{problem.query}")
+    if not thinking:
+        return [(direct_answer(_wrong(problem.answer)), "wrong_answer") if rng.random() < flawed_share
+                else (direct_answer(problem.answer), None) for _ in range(n)]  # fmt: skip
     samples = []
     for _ in range(n):
         if rng.random() < flawed_share:
