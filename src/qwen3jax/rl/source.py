@@ -126,16 +126,16 @@ class RolloutSource:
             raise ValueError("batch_source.updates_per_rollout and max_new_tokens must be >= 1")
         self._trainer = trainer
         self._layout = trainer.layout
-        self._tokenizer = trainer.tokenizer
-        self._think = ThinkingTokens.from_tokenizer(self._tokenizer)
-        self._stop_ids = tuple(self._tokenizer.token_to_id(t) for t in ("<|im_end|>", "<|endoftext|>"))
+        self.tokenizer = trainer.tokenizer
+        self._think = ThinkingTokens.from_tokenizer(self.tokenizer)
+        self.stop_ids = tuple(self.tokenizer.token_to_id(t) for t in ("<|im_end|>", "<|endoftext|>"))
         self.prompts_per_step = c.global_batch // group_size
         self.group_size, self.max_new_tokens, self.thinking = group_size, max_new_tokens, thinking
         self._decoding = dict(temperature=temperature, top_p=top_p if top_p < 1 else None, top_k=top_k or None)
         self._scale, self._mu = advantage_scale, updates_per_rollout
         self._dynamic, self._max_refills = dynamic_sampling, max_refills
         self._overlong, self._overlong_cache = overlong, overlong_cache
-        self._rewards = build_rewards(list(c.rewards))
+        self.rewards = build_rewards(list(c.rewards))
         self._stream = PromptStream(load_prompts(prompts, "train"), seed=c.seed)
         self._seed = c.seed
         self.eval_prompts = eval_prompts
@@ -183,13 +183,19 @@ class RolloutSource:
     def prompt_ids(self, record: dict[str, Any]) -> list[int]:
         messages = record["messages"] if "messages" in record else [{"role": "user", "content": record["prompt"]}]
         text = apply_chat_template(messages, add_generation_prompt=True, enable_thinking=self.thinking)
-        return self._tokenizer.encode(text)
+        return self.tokenizer.encode(text)
+
+    def completion_text(self, ids) -> str:
+        """The reply as the rewards read it: the think block (generated, or the empty one a non-thinking prompt
+        already holds) and the answer, without the stop token."""
+        text = self.tokenizer.decode([t for t in ids if t not in self.stop_ids])
+        return text if self.thinking else f"<think>\n\n</think>\n\n{text}"
 
     def _sample(self, state: TrainState, records: list[dict[str, Any]], round_: int) -> list[_Group]:
         prompt_ids = [self.prompt_ids(r) for r in records]
         result = generate(
-            state.model(), prompt_ids, n=self.group_size, max_new_tokens=self.max_new_tokens, stop_ids=self._stop_ids,
-            vocab_limit=self._tokenizer.vocab_size, seed=(self._seed * 1_000_003 + self._rollouts * 101 + round_) % 2**31,
+            state.model(), prompt_ids, n=self.group_size, max_new_tokens=self.max_new_tokens, stop_ids=self.stop_ids,
+            vocab_limit=self.tokenizer.vocab_size, seed=(self._seed * 1_000_003 + self._rollouts * 101 + round_) % 2**31,
             thinking=self._think, **self._decoding,
         )  # fmt: skip
         groups = []
@@ -197,7 +203,7 @@ class RolloutSource:
         for i, (record, ids) in enumerate(zip(records, prompt_ids)):
             rows = range(i * g, (i + 1) * g)
             completions = [result.tokens[r] for r in rows]
-            texts = [self._tokenizer.decode([t for t in c if t not in self._stop_ids]) for c in completions]
+            texts = [self.completion_text(c) for c in completions]
             groups.append(_Group(record, ids, completions, [result.logprobs[r] for r in rows],
                                  [result.forced[r] for r in rows], [result.finish_reason[r] == "length" for r in rows],
                                  texts))  # fmt: skip
@@ -207,7 +213,7 @@ class RolloutSource:
         records = [grp.record for grp in groups for _ in range(self.group_size)]
         prompts, fields = batch_fields(records)
         completions = [t for grp in groups for t in grp.texts]
-        result, metrics = self._rewards.score(prompts, completions, **fields)
+        result, metrics = self.rewards.score(prompts, completions, **fields)
         rewards = result.scores.reshape(len(groups), self.group_size)
         judged = result.mask.reshape(len(groups), self.group_size).copy()
         truncated = np.array([grp.truncated for grp in groups])

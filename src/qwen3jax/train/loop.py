@@ -2,7 +2,7 @@
 its batch spec), the train state (`state.create_train_state`), the batch source (`batch_sources.SOURCES`), the
 frozen models (`frozen.py`) and the phase's evaluator and sampler (`evals.py`); then
 
-    for each step: batch = source.next(state); state, metrics = step(state, batch, frozen=frozen)
+    for each step: batch = source.next(state); state, metrics = step(state, batch, frozen)
                    → log / eval / checkpoint (train state + source position)
 
 with progress, metrics, checkpoints (resume, preemption), samples and a curves PNG inside the run directory.
@@ -39,6 +39,8 @@ from qwen3jax.train.losses import LOSSES
 from qwen3jax.train.metrics import MetricsWriter, format_duration, plot_curves, read_metrics, truncate_metrics
 from qwen3jax.train.state import create_train_state
 from qwen3jax.train.step import FrozenModel, TrainState, train_step
+
+import qwen3jax.rl  # noqa: E402,F401  (registers the RL loss, batch source and evaluation)
 
 # Dense bf16 peak FLOP/s per device, for the MFU estimate (device_kind substring → FLOP/s).
 # First match wins: "TPU v5 lite" (v5e) must come before "TPU v5" (v5p).
@@ -158,12 +160,13 @@ class Trainer:
     def to_global(self, local_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         return self.layout.to_global(local_batch)
 
-    def step_function(self, state_shardings):
-        """The jitted train step `(state, batch, frozen=...) -> (state, metrics)` with explicit state and batch
-        shardings (the loss's batch spec) and the state's buffers donated; frozen models keep their own shardings."""
+    def step_function(self, state_shardings, frozen_shardings=None):
+        """The jitted train step `(state, batch[, frozen]) -> (state, metrics)` with explicit shardings of the
+        state, the batch (the loss's batch spec) and, when given, the frozen models; the state's buffers donated."""
+        in_shardings = (state_shardings, self.layout.shardings())
         return jax.jit(
             functools.partial(train_step, loss_fn=self.loss_fn, num_micro_batches=self.micro_batches),
-            in_shardings=(state_shardings, self.layout.shardings()),
+            in_shardings=in_shardings if frozen_shardings is None else (*in_shardings, frozen_shardings),
             out_shardings=(state_shardings, None),
             donate_argnums=0,
         )
@@ -202,7 +205,8 @@ class Trainer:
         if self.primary:
             truncate_metrics(metrics_path, after_step=first_new_step - 1)
 
-        step_fn = self.step_function(jax.tree.map(lambda x: x.sharding, state))
+        shardings = jax.tree.map(lambda x: x.sharding, (state, frozen))
+        step_fn = self.step_function(*shardings)
         writer = MetricsWriter(self.workdir, enabled=self.primary, purge_step=first_new_step)
         stop = _StopFlag()
         final = {}
@@ -218,7 +222,7 @@ class Trainer:
                     window_start = time.perf_counter()
                 lagging = None  # the previous step's non-finite count, read once this step is queued: no stall
                 while step < c.steps:
-                    state, metrics = step_fn(state, self.source.next(state), frozen=frozen)
+                    state, metrics = step_fn(state, self.source.next(state), frozen)
                     step += 1
                     window_steps += 1
                     if lagging is not None:
@@ -226,6 +230,7 @@ class Trainer:
                     lagging = metrics["nonfinite_in_a_row"]
                     if step % c.log_every == 0 or step == c.steps or step == start_step + 1:
                         metrics = {f"train/{k}": float(v) for k, v in jax.device_get(metrics).items()}
+                        metrics.update({f"train/{k}": v for k, v in self.source.metrics().items()})
                         updates = step - int(state.opt_state.total_notfinite)  # skipped steps do not move the schedule
                         seconds_per_step = (time.perf_counter() - window_start) / window_steps
                         # The first step's time includes compilation: no ETA from it.
