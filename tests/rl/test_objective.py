@@ -15,7 +15,7 @@ from qwen3jax.rl import objective
 def reference_loss(logp, old, adv, mask, *, eps_low, eps_high, beta, ref, aggregation, max_tokens):
     """Loss and d loss / d logp, one token at a time."""
     B, T = logp.shape
-    total_tokens, num_seqs = mask.sum(), B
+    total_tokens, num_seqs = mask.sum(), mask.any(axis=1).sum()  # rows without a trained token do not count
     loss, grad, clipped_weight = 0.0, np.zeros_like(logp), 0.0
     for b in range(B):
         length = mask[b].sum()

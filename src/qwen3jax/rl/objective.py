@@ -5,7 +5,8 @@ and three ways to aggregate tokens into the loss.
 Aggregation is expressed as per-token weights that already include the global normaliser, so the loss of a
 micro-batch is a plain weighted sum and the step's loss is the sum over micro-batches (see `train/losses.py`):
 - "token_mean": every completion token of the global batch weighs the same (DAPO);
-- "sequence_mean": each sequence's tokens are averaged, then sequences (the original GRPO);
+- "sequence_mean": each sequence's tokens are averaged, then sequences (the original GRPO); a sequence without a
+  trained token (unjudged, or of a group without signal) does not count, as it does not in "token_mean";
 - "constant": the sum over tokens divided by (sequences × a constant length), unbiased in length (Dr. GRPO).
 """
 
