@@ -39,6 +39,9 @@ class BatchSource(Protocol):
     def report(self) -> dict[str, Any]:
         """What the run's `data_report.json` says about the data (bad records by reason, drops, mixtures)."""
 
+    def metrics(self) -> dict[str, float]:
+        """Metrics of the latest batch for the step's log line (e.g. a rollout's rewards); {} for fixed data."""
+
 
 SOURCES: Registry[Any] = Registry("batch source")
 
@@ -68,6 +71,9 @@ class PackedSource:
 
     def report(self) -> dict[str, Any]:
         return self._rows.report()
+
+    def metrics(self) -> dict[str, float]:
+        return {}
 
     def eval_batches(self) -> Iterator[dict[str, jax.Array]]:
         """One pass over the held-out rows (the last batch padded), as global batches."""

@@ -44,6 +44,8 @@ from qwen3jax.train.optim import check_optimizer_settings
 from qwen3jax.train.state import create_train_state
 from qwen3jax.train.step import FrozenModel, TrainState, train_step
 
+import qwen3jax.rl  # noqa: E402,F401  (registers the RL loss, batch source and evaluation)
+
 # Dense bf16 peak FLOP/s per device, for the MFU estimate (device_kind substring → FLOP/s).
 # First match wins: "TPU v5 lite" (v5e) must come before "TPU v5" (v5p).
 _PEAK_FLOPS = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5": 459e12, "TPU v6": 918e12,
@@ -256,6 +258,7 @@ class Trainer:
                     lagging = metrics["nonfinite_in_a_row"]
                     if step % c.log_every == 0 or step == c.steps or step == start_step + 1:
                         metrics = {f"train/{k}": float(v) for k, v in jax.device_get(metrics).items()}
+                        metrics.update({f"train/{k}": v for k, v in self.source.metrics().items()})
                         updates = step - int(state.opt_state.total_notfinite)  # skipped steps do not move the schedule
                         seconds_per_step = (time.perf_counter() - window_start) / window_steps
                         # The first step's time includes compilation: no ETA from it.

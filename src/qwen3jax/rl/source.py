@@ -1,0 +1,274 @@
+"""The `rollouts` batch source: RL batches sampled from the current policy, in the run's process and on its mesh.
+
+Every `updates_per_rollout` (μ) steps it takes `prompts_per_step` query–verifier records from its prompt stream,
+samples `group_size` completions of each from `state`'s current weights with the generation engine (keeping each
+token's sampling log-prob), scores them with the configured rewards, turns each group's rewards into advantages and
+lays out one training row per completion (`rl/rows.py`). The next μ − 1 steps train on the same rows: their stored
+log-probs make those updates off-policy-correct through the importance ratio.
+
+Dynamic sampling drops groups without a learning signal (all judged rewards equal) and samples replacement prompts,
+up to `max_refills` rounds; the batch keeps its size by filling the rest with the least bad groups (their advantage
+is 0, so they only cost compute) and the metric `zero_std_groups_frac` says how many. Completions cut at the length
+limit can be dropped from the loss (`overlong="filter"`) or penalised (`overlong="soft"`, DAPO).
+
+State (checkpointed with the train state): the prompt stream's position, the rollout counter (which seeds the
+sampler) and, in the middle of a μ cycle, the stored rows, so a resumed run trains on exactly the batch it would
+have trained on and samples exactly the completions it would have sampled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from typing import TYPE_CHECKING, Any
+
+import jax
+import numpy as np
+
+from qwen3jax.chat.template import apply_chat_template
+from qwen3jax.data.verifiable import batch_fields
+from qwen3jax.rewards import build_rewards
+from qwen3jax.rl.advantages import group_advantages, overlong_penalty
+from qwen3jax.rl.rows import rollout_rows
+from qwen3jax.sample import generate
+from qwen3jax.sample.budget import ThinkingTokens
+from qwen3jax.train.batch_sources import SOURCES
+
+if TYPE_CHECKING:
+    from qwen3jax.train.loop import Trainer
+    from qwen3jax.train.step import TrainState
+
+OVERLONG = ("none", "filter", "soft")
+
+
+def load_prompts(spec: str, split: str) -> list[dict[str, Any]]:
+    """Query–verifier records: `embedded:<domain>` (the embedded RL sets) or a JSONL file."""
+    if spec.startswith("embedded:"):
+        from qwen3jax.data.corpus.verifiable import verifiable_records
+
+        return verifiable_records(spec.split(":", 1)[1], split)
+    from qwen3jax.data.verifiable import read_verifiable
+
+    return read_verifiable(spec)[0]
+
+
+class PromptStream:
+    """An endless stream of records: a fresh seeded shuffle every epoch; its state is (epoch, index)."""
+
+    def __init__(self, records: list[dict[str, Any]], seed: int):
+        if not records:
+            raise ValueError("the rollout prompt set is empty")
+        self.records, self.seed, self.epoch, self.index = records, seed, 0, 0
+        self._order = self._shuffle()
+
+    def _shuffle(self) -> list[int]:
+        order = list(range(len(self.records)))
+        random.Random(f"{self.seed}:{self.epoch}").shuffle(order)
+        return order
+
+    def take(self, n: int) -> list[dict[str, Any]]:
+        out = []
+        for _ in range(n):
+            if self.index == len(self._order):
+                self.epoch, self.index = self.epoch + 1, 0
+                self._order = self._shuffle()
+            out.append(self.records[self._order[self.index]])
+            self.index += 1
+        return out
+
+    def get_state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "index": self.index}
+
+    def set_state(self, state: dict[str, int]) -> None:
+        self.epoch, self.index = int(state["epoch"]), int(state["index"])
+        self._order = self._shuffle()
+
+
+@dataclasses.dataclass
+class _Group:
+    record: dict[str, Any]
+    prompt_ids: list[int]
+    completions: list[list[int]]
+    logprobs: list[np.ndarray]
+    forced: list[np.ndarray]
+    truncated: list[bool]
+    texts: list[str]
+
+
+@SOURCES.register("rollouts")
+class RolloutSource:
+    def __init__(
+        self,
+        trainer: Trainer,
+        *,
+        prompts: str,
+        group_size: int = 8,
+        max_new_tokens: int = 128,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        thinking: bool = True,
+        advantage_scale: str = "std",
+        updates_per_rollout: int = 1,
+        dynamic_sampling: bool = False,
+        max_refills: int = 2,
+        overlong: str = "none",
+        overlong_cache: int = 32,
+        eval_prompts: str = "",
+    ):
+        c = trainer.config
+        if c.global_batch % group_size:
+            raise ValueError(f"global_batch={c.global_batch} must be a multiple of batch_source.group_size={group_size}")
+        if overlong not in OVERLONG:
+            raise ValueError(f"batch_source.overlong must be one of {OVERLONG}, got {overlong!r}")
+        if updates_per_rollout < 1 or max_new_tokens < 1:
+            raise ValueError("batch_source.updates_per_rollout and max_new_tokens must be >= 1")
+        self._trainer = trainer
+        self._layout = trainer.layout
+        self.tokenizer = trainer.tokenizer
+        self._think = ThinkingTokens.from_tokenizer(self.tokenizer)
+        self.stop_ids = tuple(self.tokenizer.token_to_id(t) for t in ("<|im_end|>", "<|endoftext|>"))
+        self.prompts_per_step = c.global_batch // group_size
+        self.group_size, self.max_new_tokens, self.thinking = group_size, max_new_tokens, thinking
+        self._decoding = dict(temperature=temperature, top_p=top_p if top_p < 1 else None, top_k=top_k or None)
+        self._scale, self._mu = advantage_scale, updates_per_rollout
+        self._dynamic, self._max_refills = dynamic_sampling, max_refills
+        self._overlong, self._overlong_cache = overlong, overlong_cache
+        self.rewards = build_rewards(list(c.rewards))
+        self._stream = PromptStream(load_prompts(prompts, "train"), seed=c.seed)
+        self._seed = c.seed
+        self.eval_prompts = eval_prompts
+        self._rollouts = 0  # rollout batches sampled so far (seeds the sampler)
+        self._pending: dict[str, np.ndarray] | None = None  # rows still to train on in this μ cycle
+        self._uses_left = 0
+        self._metrics: dict[str, float] = {}
+        self._report = {"rollouts": 0, "masked": {}, "refilled_groups": 0}
+
+    # ---- the batch source protocol --------------------------------------------------------------------------------
+    def next(self, state: TrainState) -> dict[str, jax.Array]:
+        if self._uses_left == 0:
+            self._pending = self._rollout(state)
+            self._uses_left = self._mu
+        self._uses_left -= 1
+        return self._layout.to_global(self._local_rows(self._pending))
+
+    def metrics(self) -> dict[str, float]:
+        """Rollout metrics of the latest rollout batch (names under the loop's `train/` prefix)."""
+        return dict(self._metrics)
+
+    def get_state(self) -> dict[str, Any]:
+        state = {"stream": self._stream.get_state(), "rollouts": self._rollouts, "uses_left": self._uses_left}
+        if self._uses_left:  # mid-cycle: the stored rows (floats survive JSON exactly through repr)
+            state["pending"] = {k: v.tolist() for k, v in self._pending.items()}
+        return state
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._stream.set_state(state["stream"])
+        self._rollouts, self._uses_left = int(state["rollouts"]), int(state["uses_left"])
+        if self._uses_left:
+            dtypes = {name: field.dtype for name, field in self._layout.spec.items()}
+            self._pending = {k: np.asarray(v, dtypes[k]) for k, v in state["pending"].items()}
+
+    def report(self) -> dict[str, Any]:
+        return dict(self._report)
+
+    # ---- sampling ---------------------------------------------------------------------------------------------------
+    def _local_rows(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """This process's contiguous share of the global rows."""
+        share = len(rows["advantages"]) // jax.process_count()
+        start = jax.process_index() * share
+        return {k: v[start : start + share] for k, v in rows.items()}
+
+    def prompt_ids(self, record: dict[str, Any]) -> list[int]:
+        messages = record["messages"] if "messages" in record else [{"role": "user", "content": record["prompt"]}]
+        text = apply_chat_template(messages, add_generation_prompt=True, enable_thinking=self.thinking)
+        return self.tokenizer.encode(text)
+
+    def completion_text(self, ids) -> str:
+        """The reply as the rewards read it: the think block (generated, or the empty one a non-thinking prompt
+        already holds) and the answer, without the stop token."""
+        text = self.tokenizer.decode([t for t in ids if t not in self.stop_ids])
+        return text if self.thinking else f"<think>\n\n</think>\n\n{text}"
+
+    def _sample(self, state: TrainState, records: list[dict[str, Any]], round_: int) -> list[_Group]:
+        prompt_ids = [self.prompt_ids(r) for r in records]
+        result = generate(
+            state.model(), prompt_ids, n=self.group_size, max_new_tokens=self.max_new_tokens, stop_ids=self.stop_ids,
+            vocab_limit=self.tokenizer.vocab_size, seed=(self._seed * 1_000_003 + self._rollouts * 101 + round_) % 2**31,
+            thinking=self._think, **self._decoding,
+        )  # fmt: skip
+        groups = []
+        g = self.group_size
+        for i, (record, ids) in enumerate(zip(records, prompt_ids)):
+            rows = range(i * g, (i + 1) * g)
+            completions = [result.tokens[r] for r in rows]
+            texts = [self.completion_text(c) for c in completions]
+            groups.append(_Group(record, ids, completions, [result.logprobs[r] for r in rows],
+                                 [result.forced[r] for r in rows], [result.finish_reason[r] == "length" for r in rows],
+                                 texts))  # fmt: skip
+        return groups
+
+    def _score(self, groups: list[_Group]):
+        records = [grp.record for grp in groups for _ in range(self.group_size)]
+        prompts, fields = batch_fields(records)
+        completions = [t for grp in groups for t in grp.texts]
+        result, metrics = self.rewards.score(prompts, completions, **fields)
+        rewards = result.scores.reshape(len(groups), self.group_size)
+        judged = result.mask.reshape(len(groups), self.group_size).copy()
+        truncated = np.array([grp.truncated for grp in groups])
+        if self._overlong == "soft":
+            lengths = np.array([[len(c) for c in grp.completions] for grp in groups])
+            rewards = rewards + overlong_penalty(lengths, max_tokens=self.max_new_tokens,
+                                                 cache_tokens=min(self._overlong_cache, self.max_new_tokens))  # fmt: skip
+        if self._overlong == "filter":
+            judged &= ~truncated
+        return rewards, judged, result, metrics
+
+    def _rollout(self, state: TrainState) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        groups = self._sample(state, self._stream.take(self.prompts_per_step), 0)
+        rewards, judged, result, metrics = self._score(groups)
+        advantages = group_advantages(rewards, judged, scale=self._scale)
+        refills = 0
+        while self._dynamic and advantages.zero_std.any() and refills < self._max_refills:
+            refills += 1
+            extra = self._sample(state, self._stream.take(int(advantages.zero_std.sum())), refills)
+            x_rewards, x_judged, _, _ = self._score(extra)
+            x_adv = group_advantages(x_rewards, x_judged, scale=self._scale)
+            # Replace signal-less groups by new groups that have a signal, in order.
+            useful = [j for j in range(len(extra)) if not x_adv.zero_std[j]]
+            for slot, j in zip(np.flatnonzero(advantages.zero_std), useful):
+                groups[slot], rewards[slot], judged[slot] = extra[j], x_rewards[j], x_judged[j]
+            advantages = group_advantages(rewards, judged, scale=self._scale)
+            self._report["refilled_groups"] += len(useful)
+        self._rollouts += 1
+        seconds = time.perf_counter() - start
+        g = self.group_size
+        rows = rollout_rows(
+            [grp.prompt_ids for grp in groups for _ in range(g)],
+            [c for grp in groups for c in grp.completions],
+            [lp for grp in groups for lp in grp.logprobs],
+            [f for grp in groups for f in grp.forced],
+            advantages.advantages.reshape(-1), advantages.trained.reshape(-1),
+            seq_len=self._trainer.config.seq_len,
+        )  # fmt: skip
+        lengths = np.array([len(c) for grp in groups for c in grp.completions])
+        flat_rewards = rewards.reshape(-1)[judged.reshape(-1)]
+        self._metrics = {
+            # reward/<name> is a reward's mean over judged completions; its judged share and masked counts keep
+            # their longer names.
+            **{k.removesuffix("/mean"): v for k, v in metrics.items() if not k.startswith("reward/total")},
+            "reward_mean": float(flat_rewards.mean()) if flat_rewards.size else float("nan"),
+            "reward_std": float(flat_rewards.std()) if flat_rewards.size else float("nan"),
+            "masked_frac": float(1 - judged.mean()),
+            "zero_std_groups_frac": float(advantages.zero_std.mean()),
+            "completion_len_mean": float(lengths.mean()),
+            "truncated_frac": float(np.mean([t for grp in groups for t in grp.truncated])),
+            "rollout_tokens_per_s": float(lengths.sum() / seconds),
+            "refill_rounds": float(refills),
+        }
+        for reason, n in result.masked_counts().items():
+            self._report["masked"][reason] = self._report["masked"].get(reason, 0) + n
+        self._report["rollouts"] = self._rollouts
+        return rows
