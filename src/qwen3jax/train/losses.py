@@ -172,3 +172,73 @@ class SftLoss(PretrainLoss):
     (think block, answer and `<|im_end|>` of the trained assistant turns); no z-loss by default."""
 
     z_loss: float = 0.0
+
+
+# Preference pairs packed one per row: the chosen sequence is document 1 of the row, the rejected one document 2.
+PAIR_FIELDS: BatchSpec = {name: TOKEN_FIELDS[name] for name in ("tokens", "segment_ids")}
+CHOSEN, REJECTED = 1, 2
+
+
+def reward_row(model, head_token: int | None) -> jax.Array:
+    """The scalar head of a reward model, fp32 [D]: the LM head's output row of `head_token` (default: the last
+    vocabulary id). A reward is then the logit of that id at a sequence's last token, so the head is an ordinary
+    parameter of the Qwen3 checkpoint and a trained reward model loads back wherever a Qwen3 model does."""
+    vocab = model.config.vocab_size
+    token = vocab - 1 if head_token is None else head_token
+    if not 0 <= token < vocab:
+        raise ValueError(f"head_token must be an id in [0, {vocab}), got {head_token}")
+    if model.config.tie_word_embeddings:
+        return model.embed_tokens[...][token].astype(jnp.float32)
+    return model.lm_head[...][:, token].astype(jnp.float32)
+
+
+def last_token_index(segment_ids: jax.Array, segments: Sequence[int]) -> jax.Array:
+    """int [B, S]: the position of the last token of each document id in `segments`, per row; -1 where absent."""
+    positions = jnp.arange(segment_ids.shape[1])
+    return jnp.stack([jnp.max(jnp.where(segment_ids == s, positions, -1), axis=1) for s in segments], axis=1)
+
+
+def sequence_rewards(model, batch: Batch, head_token: int | None, segments: Sequence[int] = (CHOSEN, REJECTED)):
+    """(rewards fp32 [B, S], present bool [B, S]): the scalar reward read at the last token of each document id in
+    `segments` of every row; a reward of an absent document is 0 and not present."""
+    hidden = model(batch["tokens"], batch.get("positions"), batch["segment_ids"], head=False)
+    last = last_token_index(batch["segment_ids"], segments)
+    picked = jnp.take_along_axis(hidden, jnp.maximum(last, 0)[..., None], axis=1)  # [B, S, D]
+    rewards = jnp.einsum("bsd,d->bs", picked.astype(jnp.float32), reward_row(model, head_token))
+    present = last >= 0
+    return jnp.where(present, rewards, 0.0), present
+
+
+@LOSSES.register("pairwise")
+@dataclasses.dataclass(frozen=True)
+class PairwiseLoss:
+    """Reward-model loss on preference pairs: mean over pairs of −log σ(r_chosen − r_rejected) (Bradley–Terry),
+    the rewards read by `sequence_rewards` from rows of the `preference_pairs` source. A row without both documents
+    (batch padding) is no pair. Metrics: `accuracy` (r_chosen > r_rejected), `margin` (mean r_chosen − r_rejected),
+    `reward` (mean reward of both sides, which the loss leaves free), `pairs` (the count)."""
+
+    head_token: int | None = None
+
+    batch_spec: ClassVar[BatchSpec] = PAIR_FIELDS
+    metric_reductions: ClassVar[Mapping[str, str]] = {}  # every metric is a normalised contribution: summed
+
+    def context(self, model_fn, micro_batches: Batch) -> dict[str, jax.Array]:
+        del model_fn
+        segments = micro_batches["segment_ids"]
+        pairs = jnp.sum(jnp.any(segments == CHOSEN, axis=-1) & jnp.any(segments == REJECTED, axis=-1))
+        return {"pairs": jnp.maximum(pairs, 1)}
+
+    def __call__(self, model, batch: Batch, ctx: Mapping[str, jax.Array], *, frozen=None, rng=None):
+        del frozen, rng  # deterministic, and no frozen model
+        rewards, present = sequence_rewards(model, batch, self.head_token)
+        weight = jnp.all(present, axis=1).astype(jnp.float32) / ctx["pairs"]
+        margin = rewards[:, 0] - rewards[:, 1]
+        loss = jnp.sum(jax.nn.softplus(-margin) * weight)  # −log σ(m), stable for large |m|
+        metrics = {
+            "pairwise": loss,
+            "accuracy": jnp.sum((margin > 0) * weight),
+            "margin": jnp.sum(margin * weight),
+            "reward": jnp.sum(rewards.mean(axis=1) * weight),
+            "pairs": jnp.sum(weight > 0).astype(jnp.float32),
+        }
+        return loss, metrics
