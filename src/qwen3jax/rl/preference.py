@@ -124,12 +124,12 @@ class PreferencePairSource:
             raise ValueError(f"global_batch {c.global_batch} must divide among {jax.process_count()} processes")
         head_token = getattr(trainer.loss_fn, "head_token", None)
         head_token = trainer.model_cfg.vocab_size - 1 if head_token is None else head_token
-        encode = lambda records: _EncodedPairs(trainer.tokenizer, records, c.seq_len // 2, head_token)  # noqa: E731
         train_records, train_bad = load_pairs(pairs, split)
         if not train_records:
             raise ValueError(f"no preference pairs in {pairs!r} (split {split!r}); bad records: {train_bad}")
         eval_records, eval_bad = load_pairs(eval_pairs or pairs, eval_split)
-        self._train, self._eval = encode(train_records), encode(eval_records)
+        self._train, self._eval = (_EncodedPairs(trainer.tokenizer, records, c.seq_len // 2, head_token)
+                                   for records in (train_records, eval_records))  # fmt: skip
         self._stream = PromptStream(list(range(len(train_records))), seed=c.seed)
         self._report = {"train": {**self._train.report, "bad_records": train_bad},
                         "eval": {**self._eval.report, "bad_records": eval_bad}}  # fmt: skip
