@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 # Set GLIBC_TUNABLES yourself to override.
 export GLIBC_TUNABLES ?= glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736
 
-.PHONY: install test test-fast run sweep chat bench clean-venv
+.PHONY: install test test-fast run sweep chat eval bench clean-venv
 
 install: $(STAMP)
 
@@ -40,6 +40,12 @@ sweep: install
 chat: install
 	@test -n "$(CKPT)" || { echo "usage: make chat CKPT=<HF folder or native checkpoint>"; exit 2; }
 	$(PY) -m qwen3jax.chat_repl $(if $(wildcard $(CKPT)/config.json),--hf,--ckpt) $(CKPT) $(ARGS)
+
+# CKPT: a run directory, native checkpoint or HF folder; TASKS: built-ins (math, code, instruction, math_mc),
+# .jsonl files or .json task configs, comma-separated; ARGS e.g. "--mode both --n 4 --budgets 0,64,256,1024".
+eval: install
+	@test -n "$(CKPT)" -a -n "$(TASKS)" || { echo "usage: make eval CKPT=<checkpoint> TASKS=<task,...> [ARGS=...]"; exit 2; }
+	$(PY) -m qwen3jax.eval --ckpt $(CKPT) --tasks $(TASKS) $(ARGS)
 
 bench: install
 	$(PY) -m qwen3jax.bench

@@ -17,6 +17,13 @@ def get_config(arg: str = ""):
     config.seq_len = config.seq_len * 4 if tiny else 32_768
     config.global_batch = 4 if tiny else 64
     config.micro_batches = 1 if tiny else 0  # 0: one 32K sequence per batch shard per micro-batch, whatever the mesh
+    if not tiny:
+        # Each 32K sequence split over 8 devices (model/context_parallel.py). Without it, one layer's attention
+        # backward holds [heads, T, T] fp32 logits and their gradient for a whole sequence: 2 × 16 × 32K² × 4 B
+        # ≈ 137 GB for Qwen3-0.6B (~half with the blocked causal attention), more than a chip's HBM; over 8
+        # devices each holds [heads, T/8, T] of them, three quarters computed (load-balanced causal chunks):
+        # ≈ 13 GB. The other devices are batch shards. (An estimate; a fused attention kernel shrinks it further.)
+        config.mesh.context = 8
     config.steps = 60 if tiny else 5_000
     config.optim.warmup_steps = 5 if tiny else 100
     config.optim.peak_lr = config.optim.peak_lr / 10

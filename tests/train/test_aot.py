@@ -36,9 +36,14 @@ def test_full_size_s3_fits_any_mesh_with_one_long_sequence_per_device_and_micro_
     from experiments import pretrain_s3
 
     config = pretrain_s3.get_config("qwen3_0_6b")
+    assert config.mesh.context == 8  # each 32K sequence split over 8 devices; the rest are batch shards
+    config.mesh.context = 1
     trainer = Trainer(config, tmp_path, devices=jax.devices()[:devices])
     assert trainer.micro_batches == micro_batches and config.micro_batches == 0
     config = pretrain_s3.get_config("qwen3_0_6b")
+    if devices == 8:  # the default context=8 leaves one batch shard on 8 devices: one sequence per micro-batch
+        assert Trainer(config, tmp_path / "cp", devices=jax.devices()[:8]).micro_batches == 64
+    config.mesh.context = 1
     config.micro_batches = 16  # 4 sequences per micro-batch cannot be split over 8 batch shards
     with pytest.raises(ValueError, match="micro_batches=0 picks the most that fit"):
         Trainer(config, tmp_path / "other", devices=jax.devices()[:8])

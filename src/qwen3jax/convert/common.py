@@ -25,7 +25,8 @@ class CheckpointError(ValueError):
 
 # Fields that change how weights are stored or run, never which weights exist; a loader may override these.
 RUNTIME_FIELDS = (
-    "param_dtype", "dtype", "remat", "scan_layers", "attention_block_size", "moe_kernel", "moe_block_size"
+    "param_dtype", "dtype", "remat", "scan_layers", "attention_block_size", "moe_kernel", "moe_block_size",
+    "moe_expert_exchange", "moe_capacity_factor",
 )
 
 

@@ -35,6 +35,9 @@ REASONS = (
     "bad_tests",  # `tests` is not a list of assert strings / {stdin, stdout} cases as its reward expects.
     "bad_constraint",  # An instruction constraint with an unknown id or wrong parameters.
     "bad_metadata",  # `domain` not a string, or `difficulty` not a number in [0, 1].
+    # Evaluation task records (eval/tasks.py).
+    "bad_choices",  # A multiple-choice record without >= 2 distinct non-empty choices or a valid answer index/letter.
+    "unmapped_field",  # A field the task's field mapping reads is missing, or its gold answer cannot be extracted.
 )
 
 

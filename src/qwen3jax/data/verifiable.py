@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import pathlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from qwen3jax.chat.messages import parse_messages
@@ -92,8 +92,11 @@ def validate_record(record: Any) -> dict[str, Any]:
     return record
 
 
-def iter_verifiable(path: str | pathlib.Path, tracker: BadInputTracker) -> Iterator[dict[str, Any]]:
-    """The valid records of a JSONL file; bad ones are counted in `tracker` (which raises past its limit)."""
+def iter_verifiable(
+    path: str | pathlib.Path, tracker: BadInputTracker, validate: Callable[[Any], dict] = validate_record
+) -> Iterator[dict[str, Any]]:
+    """The records of a JSONL file that `validate` accepts (it returns the record, possibly rewritten, or raises
+    BadRecord); bad ones are counted in `tracker` (which raises past its limit)."""
     with open(path, encoding="utf-8", errors="strict") as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
@@ -103,18 +106,20 @@ def iter_verifiable(path: str | pathlib.Path, tracker: BadInputTracker) -> Itera
                     record = json.loads(line)
                 except ValueError as e:
                     raise BadRecord("malformed_json", str(e)) from None
-                yield validate_record(record)
+                yield validate(record)
                 tracker.good()
             except BadRecord as e:
                 tracker.bad(e, f"{path}:{number}")
 
 
-def read_verifiable(path: str | pathlib.Path, *, max_bad_fraction: float = 0.0) -> tuple[list[dict], dict]:
+def read_verifiable(
+    path: str | pathlib.Path, *, max_bad_fraction: float = 0.0, validate: Callable[[Any], dict] = validate_record
+) -> tuple[list[dict], dict]:
     """(valid records, the tracker's summary); BadInputError when more than `max_bad_fraction` are bad (by
     default any bad record: a hand-made RL set is small, so one bad line is a mistake worth stopping for). The
     whole file is read first, so the error counts every bad record by reason."""
     tracker = BadInputTracker(str(path), max_bad_fraction=max_bad_fraction, min_records=1 << 62)
-    records = list(iter_verifiable(path, tracker))
+    records = list(iter_verifiable(path, tracker, validate))
     tracker.check(final=True)
     return records, tracker.summary()
 

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from qwen3jax.model.config import ModelConfig
+from qwen3jax.model.context_parallel import ContextMask, context_parallel_attention
 from qwen3jax.model.layers import RMSNorm, apply_rope, param, project
 from qwen3jax.parallel.rules import constrain
 
@@ -127,6 +128,9 @@ class Attention(nnx.Module):
             v_group, v_BKSH = write_slots(v_group, layer, v_BKSH, cache_index)
             kv_cache = (k_group, v_group, layer)
 
+        if isinstance(mask_BTS, ContextMask):  # sequence split over the `context` mesh axis: model/context_parallel.py
+            out_BTNH = context_parallel_attention(q_BTNH, k_BTKH, v_BTKH, mask_BTS, self._attend)
+            return project("BTNH,NHD->BTD", out_BTNH, self.o_proj, dt), kv_cache
         b, t, n, h = q_BTNH.shape  # keys may be longer (the cache): S
         # Query head i reads KV head i // groups: split N into (K, G) instead of repeating K and V.
         q_BTKGH = q_BTNH.reshape(b, t, n // self.num_groups, self.num_groups, h)

@@ -57,6 +57,13 @@ class ModelConfig:
     # Most rows per block of the sorted/looped kernels (padding waste vs. per-block overhead); the kernels cap it at
     # the average expert group of the batch.
     moe_block_size: int = 256
+    # Expert parallelism (model/expert_parallel.py): on a mesh with an `expert` axis, exchange tokens with an explicit
+    # all-to-all and run the kernel on each device's own experts. none | auto (ragged on TPU/GPU, padded on CPU) |
+    # ragged (jax.lax.ragged_all_to_all, dropless) | padded (all_to_all with a per-pair capacity).
+    moe_expert_exchange: str = "none"
+    # Padded exchange only: 0 = dropless (capacity of the worst case); f > 0 = capacity ceil(f * slots / ranks) per
+    # device pair, overflow dropped and counted in RoutingStats.dropped_slots.
+    moe_capacity_factor: float = 0.0
     # Numerics and compilation.
     param_dtype: str = "float32"  # storage dtype of the weights
     dtype: str = "float32"  # compute dtype of matmuls/activations (norms, softmax, router, logits stay fp32)
@@ -91,6 +98,10 @@ class ModelConfig:
             problems.append(f"remat={self.remat!r} is not one of {sorted(_REMAT_NAMES)}")
         if self.attention_block_size < 0:
             problems.append(f"attention_block_size={self.attention_block_size} must be >= 0 (0: unblocked)")
+        if self.moe_expert_exchange not in _MOE_EXCHANGES:
+            problems.append(f"moe_expert_exchange={self.moe_expert_exchange!r} is not one of {list(_MOE_EXCHANGES)}")
+        if self.moe_capacity_factor < 0:
+            problems.append(f"moe_capacity_factor={self.moe_capacity_factor} must be >= 0 (0: dropless)")
         if self.moe_kernel not in _MOE_KERNEL_NAMES:
             problems.append(f"moe_kernel={self.moe_kernel!r} is not one of {sorted(_MOE_KERNEL_NAMES)}")
         if problems:
@@ -189,6 +200,7 @@ class ModelConfig:
 
 _REMAT_NAMES = {"none", "full", "dots", "dots_no_batch"}
 _MOE_KERNEL_NAMES = {"naive", "sorted", "looped", "ragged", "megablox"}
+_MOE_EXCHANGES = ("none", "auto", "ragged", "padded")  # expert_parallel.EXCHANGES (this module imports no jax)
 
 
 def _dense(hidden, ffn, layers, heads, kv, tied) -> ModelConfig:

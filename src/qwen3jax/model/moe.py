@@ -16,6 +16,10 @@ Kernels share one signature, `kernel(x_SD, expert_SK, weight_SK, w_gate_EDF, w_u
 
 Routing statistics for the (global-batch) load-balancing loss come back with every call: per-expert counts of
 routed slots and per-expert sums of router probabilities over the real (unmasked) tokens.
+
+On a mesh with an `expert` axis, `moe_expert_exchange` (`auto`, `ragged` or `padded`) runs the kernel on each
+device's own experts after an explicit all-to-all of the tokens (model/expert_parallel.py); the router and the
+statistics are computed the same way either way.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from qwen3jax.model.config import ModelConfig
+from qwen3jax.model.expert_parallel import expert_axis_size, expert_parallel
 from qwen3jax.model.layers import param
 from qwen3jax.parallel.rules import constrain
 
@@ -39,6 +44,9 @@ class RoutingStats(NamedTuple):
     expert_counts: jax.Array  # [E] float32: routed (token, slot) pairs per expert
     router_prob_sums: jax.Array  # [E] float32: Σ_tokens softmax probability per expert
     num_tokens: jax.Array  # [] float32: real tokens counted
+    # [] float32: (token, slot) pairs a capacity-limited expert exchange dropped (all tokens, padding included);
+    # always 0 for dropless dispatch, see model/expert_parallel.py
+    dropped_slots: jax.Array
 
 
 def _swiglu(gate, up):
@@ -267,6 +275,8 @@ class MoE(nnx.Module):
         # Names, not functions, as attributes: they are static graph data and must compare equal across layers.
         self.kernel_name = cfg.moe_kernel
         self.block_size = cfg.moe_block_size
+        self.expert_exchange = cfg.moe_expert_exchange
+        self.capacity_factor = cfg.moe_capacity_factor
         self.dtype = jnp.dtype(cfg.dtype)
 
     def __call__(self, x_BTD: jax.Array, token_mask_BT: jax.Array) -> tuple[jax.Array, RoutingStats]:
@@ -279,19 +289,19 @@ class MoE(nnx.Module):
         weight_SK, expert_SK = jax.lax.top_k(probs_SE, self.top_k)
         if self.norm_topk_prob:
             weight_SK = weight_SK / jnp.sum(weight_SK, axis=-1, keepdims=True)
-        y_SD = get_kernel(self.kernel_name, self.block_size)(
-            x_SD,
-            expert_SK,
-            weight_SK.astype(dt),
-            self.gate_proj[...].astype(dt),
-            self.up_proj[...].astype(dt),
-            self.down_proj[...].astype(dt),
-        )
+        kernel = get_kernel(self.kernel_name, self.block_size)
+        weights = (self.gate_proj, self.up_proj, self.down_proj)
+        args = (x_SD, expert_SK, weight_SK.astype(dt), *(w[...].astype(dt) for w in weights))
+        if self.expert_exchange != "none" and expert_axis_size() > 1:
+            y_SD, dropped = expert_parallel(kernel, self.expert_exchange, self.capacity_factor, *args)
+        else:
+            y_SD, dropped = kernel(*args), jnp.zeros((), jnp.float32)
         mask_S = token_mask_BT.reshape(-1).astype(jnp.float32)
         stats = RoutingStats(
             expert_counts=jnp.einsum("SKE,S->E", jax.nn.one_hot(expert_SK, probs_SE.shape[-1]), mask_S),
             router_prob_sums=jnp.einsum("SE,S->E", probs_SE, mask_S),
             num_tokens=jnp.sum(mask_S),
+            dropped_slots=dropped,
         )
         return y_SD.reshape(b, t, d), stats
 

@@ -4,7 +4,8 @@ itself in vocabulary slices: `model(..., head=False)` then `model.head(hidden, v
 
 Routing statistics of MoE layers (for the load-balancing loss) come from `model(..., return_stats=True)`, which
 returns `(logits, RoutingStats)` with fields stacked over MoE layers in depth order: `expert_counts [L_moe, E]`,
-`router_prob_sums [L_moe, E]`, `num_tokens [L_moe]`, summed over the real (segment id > 0) tokens of the batch.
+`router_prob_sums [L_moe, E]`, `num_tokens [L_moe]`, summed over the real (segment id > 0) tokens of the batch, and
+`dropped_slots [L_moe]` (see model/expert_parallel.py).
 Dense models return empty `[0, 0]` statistics.
 """
 
@@ -16,6 +17,7 @@ from flax import nnx
 
 from qwen3jax.model.attention import Attention, KVCache, attention_mask
 from qwen3jax.model.config import ModelConfig
+from qwen3jax.model.context_parallel import balanced_inputs, context_axis_size, from_balanced
 from qwen3jax.model.layers import MLP, OutputMajor, RMSNorm, param, project, rope_cos_sin, rope_frequencies
 from qwen3jax.model.moe import MoE, RoutingStats
 from qwen3jax.parallel.rules import constrain
@@ -185,9 +187,16 @@ class Qwen3(nnx.Module):
             if cache is not None:
                 raise ValueError("decoding with a KV cache needs explicit per-row positions")
             positions = positions_from_segments(segment_ids)
+        # Context parallelism (model/context_parallel.py): the per-token inputs go into the load-balanced layout,
+        # attention gets segment ids and original indices instead of a [B, T, T] mask, the output comes back.
+        cp = context_axis_size() if cache is None else 1
+        if cp > 1:
+            tokens, positions, segment_ids, mask_BTS = balanced_inputs(tokens, positions, segment_ids, cp)
         inv_freq, rope_scale = rope_frequencies(cfg)
         cos, sin = rope_cos_sin(positions, inv_freq, rope_scale)
-        if cache is None:
+        if cp > 1:
+            stack_caches = [None] * len(self.stacks)
+        elif cache is None:
             mask_BTS = attention_mask(segment_ids, segment_ids)
             stack_caches = [None] * len(self.stacks)
         else:
@@ -203,6 +212,8 @@ class Qwen3(nnx.Module):
             new_kv.append(kv)
             if stats is not None:
                 moe_stats.append(stats)
+        if cp > 1:
+            x_BTD = constrain(from_balanced(x_BTD, cp), ("batch", "seq", "act_embed"))
         x_BTD = self.norm(x_BTD)
         outputs = [self.head(x_BTD)[0] if head else x_BTD]
         if cache is not None:
@@ -219,7 +230,7 @@ class Qwen3(nnx.Module):
                 stats = jax.tree.map(lambda *s: jnp.concatenate(s), *moe_stats)
             else:
                 empty = jnp.zeros((0, 0), jnp.float32)
-                stats = RoutingStats(empty, empty, jnp.zeros((0,), jnp.float32))
+                stats = RoutingStats(empty, empty, jnp.zeros((0,), jnp.float32), jnp.zeros((0,), jnp.float32))
             outputs.append(stats)
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 

@@ -39,7 +39,9 @@ DEFAULT_RULES: Rules = (
     ("act_kv_heads", ("tensor",)),
     ("act_mlp", ("tensor",)),
     ("act_vocab", ("tensor",)),
-    ("tokens", ("data", "fsdp", "expert")),  # flattened batch*seq inside the MoE layer
+    # Flattened batch*seq inside the MoE layer: batch-major, so the batch axes then `context` keep each device's
+    # tokens where they are.
+    ("tokens", ("data", "fsdp", "expert", "context")),
 )
 
 def logical_to_spec(axes: Sequence[str | None], shape: Sequence[int], mesh_shape: dict[str, int]) -> PartitionSpec:

@@ -33,7 +33,8 @@ def pretrain_config(stage: str, variant: str, reason: str) -> ml_collections.Con
     tiny = variant.startswith(TINY)  # the CPU-scale presets (tiny, tiny_moe)
     model = ModelConfig.from_preset(variant, rope_theta=10_000.0)  # S1/S2 use base 10k; S3 raises it (ABF)
     if not tiny:  # accelerators: fp32 weights, bf16 compute, recompute each layer in the backward pass
-        model = model.replace(dtype="bfloat16", remat="full", moe_kernel="ragged" if model.is_moe else model.moe_kernel)
+        model = model.replace(dtype="bfloat16", remat="full", moe_kernel="ragged" if model.is_moe else model.moe_kernel,
+                              moe_expert_exchange="auto" if model.is_moe else "none")  # fmt: skip
     c.model = ml_collections.ConfigDict(model.to_dict())
     c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "expert": 1, "context": 1, "tensor": 1})
     if not tiny:  # pods: shard weights (ZeRO-3) over every device; MoE experts additionally over an expert axis

@@ -29,6 +29,7 @@ import numpy as np
 from qwen3jax.data.pipeline import configured_tokenizer
 from qwen3jax.model import ModelConfig
 from qwen3jax.model.config import describe
+from qwen3jax.model.expert_parallel import describe_exchange
 from qwen3jax.parallel import make_mesh
 from qwen3jax.train.batch import BatchLayout
 from qwen3jax.train.batch_sources import SOURCES, BatchSource
@@ -145,6 +146,13 @@ class Trainer:
         self.peak_flops = peak_flops_per_device(config.hardware.peak_flops) * (1 if cpu else jax.device_count())
         self.log(f"model: {describe(self.model_cfg)}")
         self.log(f"mesh: {dict(self.mesh.shape)} over {jax.device_count()} {jax.devices()[0].platform} device(s)")
+        m = self.model_cfg
+        if m.is_moe and m.moe_expert_exchange != "none" and self.mesh.shape["expert"] > 1:
+            token_shards = math.prod(self.mesh.shape[a] for a in ("data", "fsdp", "expert", "context"))
+            tokens_per_device = per_micro * config.seq_len // token_shards
+            with jax.set_mesh(self.mesh):  # `auto` resolves by the mesh's platform
+                self.log(describe_exchange(m.moe_expert_exchange, m.moe_capacity_factor, tokens_per_device,
+                                           m.num_experts_per_tok, m.num_experts, self.mesh.shape["expert"]))  # fmt: skip
 
     def log(self, message: str) -> None:
         if self.primary:

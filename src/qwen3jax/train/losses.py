@@ -144,6 +144,8 @@ class PretrainLoss:
         if self.z_loss:
             metrics["z_loss"] = self.z_loss * jnp.sum(scores.log_z**2 * weight)
             loss = loss + metrics["z_loss"]
+        if stats.expert_counts.size:  # slots a capacity-limited expert exchange dropped (0 when dropless)
+            metrics["moe_dropped_slots"] = jnp.sum(stats.dropped_slots)
         if stats.expert_counts.size and self.balance_coef:
             metrics["balance_loss"] = self.balance_coef * self._balance(stats, ctx)
             loss = loss + metrics["balance_loss"]
