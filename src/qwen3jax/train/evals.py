@@ -5,16 +5,23 @@ a sampler as `sampler(state) -> text` for `samples.txt`. RL adds e.g. the mean v
 
 - `held_out_loss` (pretraining and SFT): the masked next-token cross-entropy over the batch source's held-out rows,
   i.e. over documents for text and over the trained assistant tokens for chat.
+- `held_out_reward` (RL, SFT): greedy replies to held-out query–verifier prompts (`eval.prompts`: `embedded:<domain>`
+  or a JSONL), in the mode `eval.thinking`, scored by `eval.rewards` (the run's `rewards` when empty); reports the
+  mean reward, the accuracy (share of judged replies with the full reward) and writes the first replies to
+  `eval_samples.jsonl`.
+- `held_out_loss_and_reward` (SFT phases that teach answers): both of the above.
 - samples `text`: greedy continuations of raw prompts; `chat`: greedy replies to user prompts rendered with the
   chat template, in thinking and in non-thinking mode.
 """
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from qwen3jax.registry import Registry
@@ -65,6 +72,90 @@ class HeldOutLoss:
         if not count:
             raise EvalError("the eval split yielded no target tokens; check the data config's held-out sources")
         return {"eval/loss": total / count, "eval/tokens": count}
+
+
+def chat_prompt_ids(tokenizer, record: dict[str, Any], thinking: bool) -> list[int]:
+    """A query–verifier record's prompt rendered with the chat template for generation in the given mode."""
+    from qwen3jax.chat.template import apply_chat_template  # pylint: disable=import-outside-toplevel
+
+    messages = record["messages"] if "messages" in record else [{"role": "user", "content": record["prompt"]}]
+    return tokenizer.encode(apply_chat_template(messages, add_generation_prompt=True, enable_thinking=thinking))
+
+
+def reply_text(tokenizer, ids, stop_ids, thinking: bool) -> str:
+    """A generated reply as the rewards read it: the think block (generated, or the empty one a non-thinking prompt
+    already holds) and the answer, without the stop token."""
+    text = tokenizer.decode([t for t in ids if t not in stop_ids])
+    return text if thinking else f"<think>\n\n</think>\n\n{text}"
+
+
+SHOWN = 4  # replies written to eval_samples.jsonl per evaluation
+
+
+@EVALS.register("held_out_reward")
+class HeldOutReward:
+    """The configured rewards of greedy replies to the first `eval.num_prompts` held-out prompts (`eval.prompts`,
+    eval split), generated with up to `eval.max_new_tokens` tokens in mode `eval.thinking`."""
+
+    def __init__(self, trainer: Trainer):
+        from qwen3jax.data.verifiable import load_verifiable  # pylint: disable=import-outside-toplevel
+        from qwen3jax.rewards import build_rewards  # pylint: disable=import-outside-toplevel
+
+        c = trainer.config.eval
+        if not c.get("prompts"):
+            raise EvalError(f"eval.name={c.name} needs eval.prompts (embedded:<domain> or a query–verifier JSONL)")
+        for key in ("num_prompts", "max_new_tokens"):
+            if c.get(key, 0) < 1:
+                raise EvalError(f"eval.name={c.name} needs eval.{key} >= 1, got {c.get(key)}")
+        rewards = list(c.get("rewards") or trainer.config.get("rewards") or [])
+        if not rewards:
+            raise EvalError(f"eval.name={c.name} needs eval.rewards (or the run's rewards), e.g. [{{'name': 'math'}}]")
+        self._trainer, self._thinking, self._max_new = trainer, bool(c.get("thinking", False)), c.max_new_tokens
+        self._rewards = build_rewards(rewards)
+        self._records = load_verifiable(c.prompts, "eval")[: c.num_prompts]
+        tok = trainer.tokenizer
+        self._stop_ids = (tok.token_to_id("<|im_end|>"), tok.eos_id)
+        self._prompt_ids = [chat_prompt_ids(tok, r, self._thinking) for r in self._records]
+
+    def __call__(self, state: TrainState) -> dict[str, float]:
+        from qwen3jax.data.verifiable import batch_fields  # pylint: disable=import-outside-toplevel
+        from qwen3jax.sample import generate  # pylint: disable=import-outside-toplevel
+
+        tok = self._trainer.tokenizer
+        result = generate(state.model(), self._prompt_ids, max_new_tokens=self._max_new, stop_ids=self._stop_ids,
+                          vocab_limit=tok.vocab_size)  # fmt: skip
+        completions = [reply_text(tok, ids, self._stop_ids, self._thinking) for ids in result.tokens]
+        prompts, fields = batch_fields(self._records)
+        scored, _ = self._rewards.score(prompts, completions, **fields)
+        judged = scored.mask
+        if not judged.any():
+            raise EvalError(f"none of the {len(judged)} held-out replies could be judged: {scored.masked_counts()}")
+        scores = scored.scores[judged]
+        metrics = {
+            "eval/reward_mean": float(scores.mean()),
+            "eval/accuracy": float(np.mean(scores >= 1.0)),
+            "eval/masked_frac": float(1 - judged.mean()),
+            "eval/completion_len_mean": float(np.mean(result.lengths)),
+        }
+        if self._trainer.primary:
+            step = int(state.step)
+            with open(self._trainer.workdir / "eval_samples.jsonl", "a", encoding="utf-8") as f:
+                for prompt, completion, score, ok in list(zip(prompts, completions, scored.scores, judged))[:SHOWN]:
+                    row = {"step": step, "prompt": prompt, "completion": completion,
+                           "reward": float(score) if ok else None}  # fmt: skip
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        return metrics
+
+
+@EVALS.register("held_out_loss_and_reward")
+class HeldOutLossAndReward:
+    """`held_out_loss` and `held_out_reward` together: an SFT phase that teaches answers is judged by both."""
+
+    def __init__(self, trainer: Trainer):
+        self._parts = (HeldOutLoss(trainer), HeldOutReward(trainer))
+
+    def __call__(self, state: TrainState) -> dict[str, float]:
+        return {k: v for part in self._parts for k, v in part(state).items()}
 
 
 def _generate(trainer: Trainer, state: TrainState, prompts: list[list[int]], stop_ids) -> list[list[int]]:
