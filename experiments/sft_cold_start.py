@@ -5,7 +5,7 @@ The tiny variant trains on the embedded cold-start set (`data/corpus/cold_start.
 filters over the synthetic train problems with the worked-solution teacher) from `runs/pretrain_s1`; a full-size
 run points `data.sources` at the chat JSONL of `python -m qwen3jax.posttrain.curate` (`--config.data.sources.
 cold_start.path=...`). Evaluation: the held-out masked loss and the exact-answer accuracy of greedy thinking-mode
-replies to held-out problems (`held_out_loss_and_reward`).
+replies to held-out problems (`composite` of `held_out_loss` and `held_out_reward`).
 """
 
 from qwen3jax.data.stages import chat_sft_config
@@ -32,7 +32,8 @@ def get_config(arg: str = ""):
     config.optim.warmup_steps = 10 if tiny else 50
     config.optim.end_lr_ratio = 0.1
     config.eval.update(
-        name="held_out_loss_and_reward",
+        name="composite",
+        parts=["held_out_loss", "held_out_reward"],
         every=50 if tiny else 200,
         batches=4 if tiny else 20,
         prompts="embedded:math",  # held-out problems (eval split) with gold answers; or a query–verifier JSONL

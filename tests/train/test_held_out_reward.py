@@ -66,9 +66,33 @@ def test_missing_settings_are_one_line_errors(tmp_path):
         evals.HeldOutReward(_trainer(tmp_path, rewards=[]))
 
 
-def test_the_sft_evaluator_reports_the_masked_loss_and_the_accuracy(tmp_path, monkeypatch):
-    trainer = _trainer(tmp_path, name="held_out_loss_and_reward")
+def test_the_composite_evaluator_reports_the_masked_loss_and_the_accuracy(tmp_path, monkeypatch):
+    trainer = _trainer(tmp_path, name="composite", parts=["held_out_loss", "held_out_reward"])
     monkeypatch.setattr(evals.HeldOutLoss, "__call__", lambda self, state: {"eval/loss": 1.5, "eval/tokens": 10.0})
     monkeypatch.setattr(evals.HeldOutReward, "__call__", lambda self, state: {"eval/accuracy": 0.25})
-    metrics = evals.EVALS.get("held_out_loss_and_reward")(trainer)(None)
+    metrics = evals.EVALS.get("composite")(trainer)(None)
     assert metrics == {"eval/loss": 1.5, "eval/tokens": 10.0, "eval/accuracy": 0.25}
+    with pytest.raises(evals.EvalError, match="needs eval.parts"):
+        evals.EVALS.get("composite")(_trainer(tmp_path, name="composite", parts=[]))
+
+
+def test_thinking_switch_counts_replies_that_follow_the_flag(tmp_path, monkeypatch):
+    trainer = _trainer(tmp_path, name="thinking_switch", num_prompts=4)
+    tok = trainer.tokenizer
+    # Prompts alternate /think, /no_think. /think replies: full, empty (wrong), no think block (wrong), unclosed
+    # (right: judged by the opening); /no_think replies: empty, empty, full (wrong), empty.
+    replies = ["<think>\nwork\n</think>\n\nA", "<think>\n\n</think>\n\nA", "<think>\n\n</think>\n\nA",
+               "<think>\n\n</think>\n\nA", "A", "<think>\nwork\n</think>\n\nA", "<think>\nx y",
+               "<think>\n\n</think>\n\nA"]  # fmt: skip
+    seen = []
+
+    def generate(model, prompts, *, max_new_tokens, stop_ids, vocab_limit):
+        seen.extend(tok.decode(p) for p in prompts)
+        tokens = [tok.encode(r) + [stop_ids[0]] for r in replies]
+        none = [None] * len(tokens)
+        return GenerationResult(tokens, none, none, none, ["stop"] * len(tokens), [len(t) for t in tokens])
+
+    monkeypatch.setattr("qwen3jax.sample.generate", generate)
+    metrics = evals.EVALS.get("thinking_switch")(trainer)(types.SimpleNamespace(model=lambda: None))
+    assert metrics == {"eval/think_nonempty_frac": 2 / 4, "eval/no_think_empty_frac": 3 / 4}
+    assert seen[0].endswith("/think<|im_end|>\n<|im_start|>assistant\n") and "/no_think" in seen[1]

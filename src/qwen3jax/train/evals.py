@@ -9,7 +9,10 @@ a sampler as `sampler(state) -> text` for `samples.txt`. RL adds e.g. the mean v
   or a JSONL), in the mode `eval.thinking`, scored by `eval.rewards` (the run's `rewards` when empty); reports the
   mean reward, the accuracy (share of judged replies with the full reward) and writes the first replies to
   `eval_samples.jsonl`.
-- `held_out_loss_and_reward` (SFT phases that teach answers): both of the above.
+- `thinking_switch` (thinking-mode fusion): the share of greedy replies that follow `/think` (a non-empty think
+  block) and `/no_think` (an empty one) on held-out prompts.
+- `composite`: the evaluators of `eval.parts`, e.g. `["held_out_loss", "held_out_reward"]` for SFT phases that
+  teach answers.
 - samples `text`: greedy continuations of raw prompts; `chat`: greedy replies to user prompts rendered with the
   chat template, in thinking and in non-thinking mode.
 """
@@ -147,12 +150,57 @@ class HeldOutReward:
         return metrics
 
 
-@EVALS.register("held_out_loss_and_reward")
-class HeldOutLossAndReward:
-    """`held_out_loss` and `held_out_reward` together: an SFT phase that teaches answers is judged by both."""
+@EVALS.register("thinking_switch")
+class ThinkingSwitch:
+    """Whether greedy replies follow the `/think` and `/no_think` soft switches: the first `eval.num_prompts`
+    held-out prompts (`eval.prompts`), each once with ` /think` and once with ` /no_think` appended, rendered without
+    `enable_thinking` (the model itself must open the think block). Reports the share of `/no_think` replies that
+    open an empty think block and of `/think` replies that open a non-empty one (text after `<think>` other than
+    `</think>`; the block need not close within `eval.max_new_tokens`)."""
 
     def __init__(self, trainer: Trainer):
-        self._parts = (HeldOutLoss(trainer), HeldOutReward(trainer))
+        from qwen3jax.data.verifiable import load_verifiable  # pylint: disable=import-outside-toplevel
+
+        c = trainer.config.eval
+        if not c.get("prompts") or c.get("num_prompts", 0) < 1 or c.get("max_new_tokens", 0) < 1:
+            raise EvalError(f"eval.name={c.name} needs eval.prompts, eval.num_prompts >= 1 and eval.max_new_tokens >= 1")
+        self._trainer, self._max_new = trainer, c.max_new_tokens
+        tok = trainer.tokenizer
+        self._stop_ids = (tok.token_to_id("<|im_end|>"), tok.eos_id)
+        records = load_verifiable(c.prompts, "eval")[: c.num_prompts]
+        self._flags = [flag for _ in records for flag in ("/think", "/no_think")]
+        self._prompt_ids = [
+            chat_prompt_ids(tok, {"prompt": f"{r['prompt']} {flag}"}, True) for r in records for flag in ("/think", "/no_think")
+        ]
+
+    def __call__(self, state: TrainState) -> dict[str, float]:
+        from qwen3jax.sample import generate  # pylint: disable=import-outside-toplevel
+
+        tok = self._trainer.tokenizer
+        result = generate(state.model(), self._prompt_ids, max_new_tokens=self._max_new, stop_ids=self._stop_ids,
+                          vocab_limit=tok.vocab_size)  # fmt: skip
+        followed = {"/think": [], "/no_think": []}
+        for flag, ids in zip(self._flags, result.tokens):
+            text = tok.decode([t for t in ids if t not in self._stop_ids]).lstrip()
+            inside = text[len("<think>") :].lstrip() if text.startswith("<think>") else None
+            if inside is None or not inside:  # no think block opened, or nothing after it yet: follows neither
+                followed[flag].append(False)
+            else:  # judged by the opening, so a short max_new_tokens suffices
+                followed[flag].append(inside.startswith("</think>") == (flag == "/no_think"))
+        return {"eval/think_nonempty_frac": float(np.mean(followed["/think"])),
+                "eval/no_think_empty_frac": float(np.mean(followed["/no_think"]))}  # fmt: skip
+
+
+@EVALS.register("composite")
+class Composite:
+    """The evaluators named in `eval.parts` (e.g. `["held_out_loss", "held_out_reward"]`: an SFT phase that teaches
+    answers is judged by its held-out loss and its answers), their metrics merged."""
+
+    def __init__(self, trainer: Trainer):
+        parts = list(trainer.config.eval.get("parts") or [])
+        if not parts or "composite" in parts:
+            raise EvalError(f"eval.name=composite needs eval.parts, a list of other evaluators; got {parts}")
+        self._parts = [EVALS.get(name)(trainer) for name in parts]
 
     def __call__(self, state: TrainState) -> dict[str, float]:
         return {k: v for part in self._parts for k, v in part(state).items()}
