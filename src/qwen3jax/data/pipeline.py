@@ -221,14 +221,19 @@ class _Builder:
         self.trackers[comp.name], self.makers[comp.name] = tracker, maker
         return maker
 
+    def open_split(self, comp: ComponentConfig, split: str) -> Any | None:
+        """`_open_split`, noting the curation report of a curated embedded set's training split for the report."""
+        source = _open_split(comp, split)
+        if split == "train" and comp.kind == "embedded" and (report := curation_report(comp.path, split)) is not None:
+            self.curation[comp.name] = report
+        return source
+
     def one_pass(self, comp: ComponentConfig, split: str, *, skip_empty_share: bool = False) -> grain.MapDataset | None:
         """This process's records of one split of a component, in storage order, as documents (or rows); None
         if the component has no records for `split`, or (with `skip_empty_share`) none for this process."""
-        source = _open_split(comp, split)
+        source = self.open_split(comp, split)
         if source is None:
             return None
-        if comp.kind == "embedded" and (report := curation_report(comp.path, split)) is not None:
-            self.curation[comp.name] = report
         start, end = shard_bounds(len(source), self.process_index, self.process_count)
         if skip_empty_share and start == end:
             return None
@@ -303,7 +308,7 @@ def build_pretrain_iterator(
     streams = []
     for comp in cfg.sources:
         comp_seed = _component_seed(seed, comp.name)
-        records = b.shard(comp, _open_split(comp, "train"))
+        records = b.shard(comp, b.open_split(comp, "train"))
         if mix is None:
             ds = records.shuffle(comp_seed) if cfg.shuffle else records
             streams.append(ds.repeat(None).map(b.maker(comp, records, append_eos=True)).to_iter_dataset(b.read_options))

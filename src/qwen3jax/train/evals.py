@@ -95,6 +95,14 @@ def reply_text(tokenizer, ids, stop_ids, thinking: bool) -> str:
 SHOWN = 4  # replies written to eval_samples.jsonl per evaluation
 
 
+def _write_samples(trainer: Trainer, state: TrainState, rows: list[dict[str, Any]]) -> None:
+    """The first SHOWN rows of an evaluation, with its step, appended to the run's eval_samples.jsonl."""
+    if trainer.primary:
+        with open(trainer.workdir / "eval_samples.jsonl", "a", encoding="utf-8") as f:
+            for row in rows[:SHOWN]:
+                f.write(json.dumps({"step": int(state.step), **row}, ensure_ascii=False) + "\n")
+
+
 @EVALS.register("held_out_reward")
 class HeldOutReward:
     """The configured rewards of greedy replies to the first `eval.num_prompts` held-out prompts (`eval.prompts`,
@@ -140,13 +148,10 @@ class HeldOutReward:
             "eval/masked_frac": float(1 - judged.mean()),
             "eval/completion_len_mean": float(np.mean(result.lengths)),
         }
-        if self._trainer.primary:
-            step = int(state.step)
-            with open(self._trainer.workdir / "eval_samples.jsonl", "a", encoding="utf-8") as f:
-                for prompt, completion, score, ok in list(zip(prompts, completions, scored.scores, judged))[:SHOWN]:
-                    row = {"step": step, "prompt": prompt, "completion": completion,
-                           "reward": float(score) if ok else None}  # fmt: skip
-                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        _write_samples(self._trainer, state, [
+            {"prompt": p, "completion": c, "reward": float(score) if ok else None}
+            for p, c, score, ok in zip(prompts, completions, scored.scores, judged)
+        ])  # fmt: skip
         return metrics
 
 
@@ -180,8 +185,10 @@ class ThinkingSwitch:
         result = generate(state.model(), self._prompt_ids, max_new_tokens=self._max_new, stop_ids=self._stop_ids,
                           vocab_limit=tok.vocab_size)  # fmt: skip
         followed = {"/think": [], "/no_think": []}
-        for flag, ids in zip(self._flags, result.tokens):
-            text = tok.decode([t for t in ids if t not in self._stop_ids]).lstrip()
+        texts = [tok.decode([t for t in ids if t not in self._stop_ids]) for ids in result.tokens]
+        _write_samples(self._trainer, state, [{"flag": f, "completion": t} for f, t in zip(self._flags, texts)])
+        for flag, text in zip(self._flags, texts):
+            text = text.lstrip()
             inside = text[len("<think>") :].lstrip() if text.startswith("<think>") else None
             if inside is None or not inside:  # no think block opened, or nothing after it yet: follows neither
                 followed[flag].append(False)
