@@ -4,7 +4,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 EXP ?= pretrain_s1
+VARIANT ?=
 ARGS ?=
+# Optional dependencies to install: test (CPU development, the default) or tpu (TPU VMs: jax[tpu], no torch).
+EXTRAS ?= test
+TOPOLOGY ?=
 WORKDIR ?= runs/$(EXP)
 PYTEST_ARGS ?=
 # glibc malloc keeps freed memory in the process (one arena, no mmap per buffer, no trimming): XLA:CPU frees its
@@ -13,7 +17,7 @@ PYTEST_ARGS ?=
 # Set GLIBC_TUNABLES yourself to override.
 export GLIBC_TUNABLES ?= glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736
 
-.PHONY: install test test-fast run sweep chat eval bench clean-venv
+.PHONY: install test test-fast run sweep chat eval bench aot clean-venv
 
 install: $(STAMP)
 
@@ -21,7 +25,7 @@ install: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 test: install
@@ -30,16 +34,19 @@ test: install
 test-fast: install
 	$(PY) -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
 
+CONFIG = experiments/$(EXP).py$(if $(VARIANT),:$(VARIANT))
+
 run: install
-	$(PY) -m qwen3jax.run --config=experiments/$(EXP).py $(ARGS) --workdir=$(WORKDIR)
+	$(PY) -m qwen3jax.run --config=$(CONFIG) $(ARGS) --workdir=$(WORKDIR)
 
 sweep: install
 	$(PY) -m qwen3jax.sweep --config=experiments/$(EXP).py $(ARGS)
 
-# CKPT: an HF folder (has config.json) or a native checkpoint (model_config.json).
+# CKPT: an HF folder (*.safetensors), a native checkpoint (model_config.json), a training run directory (its newest
+# checkpoint) or one of its checkpoints/<step> directories.
 chat: install
-	@test -n "$(CKPT)" || { echo "usage: make chat CKPT=<HF folder or native checkpoint>"; exit 2; }
-	$(PY) -m qwen3jax.chat_repl $(if $(wildcard $(CKPT)/config.json),--hf,--ckpt) $(CKPT) $(ARGS)
+	@test -n "$(CKPT)" || { echo "usage: make chat CKPT=<HF folder, native checkpoint or run directory>"; exit 2; }
+	$(PY) -m qwen3jax.chat_repl $(if $(wildcard $(CKPT)/*.safetensors),--hf,--ckpt) $(CKPT) $(ARGS)
 
 # CKPT: a run directory, native checkpoint or HF folder; TASKS: built-ins (math, code, instruction, math_mc),
 # .jsonl files or .json task configs, comma-separated; ARGS e.g. "--mode both --n 4 --budgets 0,64,256,1024".
@@ -49,6 +56,12 @@ eval: install
 
 bench: install
 	$(PY) -m qwen3jax.bench
+
+# Compile the experiment's train step for a TPU slice on this machine (libtpu, no TPU): memory per chip, fits, a
+# roofline estimate. make aot EXP=pretrain_s1 VARIANT=qwen3_8b TOPOLOGY=v5p-64 [ARGS="--report=r.json"]
+aot: install
+	@test -n "$(TOPOLOGY)" || { echo "usage: make aot EXP=<experiment> [VARIANT=<preset>] TOPOLOGY=<slice, e.g. v5p-64>"; exit 2; }
+	$(PY) -m qwen3jax.aot --config=$(CONFIG) --topology=$(TOPOLOGY) $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,16 +1,40 @@
-"""Test-wide set-up: 8 simulated CPU devices for mesh tests and a persistent compilation cache for speed.
+"""Test-wide set-up: 8 simulated CPU devices for mesh tests, a persistent compilation cache for speed, and a
+`small_disk` fixture (a tmpfs to fill up) for full-disk tests.
 
 This must run before anything imports jax, which is why it lives at the top of the tests tree.
 """
 
 import os
+import pathlib
+import subprocess
 
 os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update(
     "jax_compilation_cache_dir", os.path.join(os.path.dirname(__file__), "..", ".cache", "jax_compilation")
 )
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A tmpfs mount point of a given size (root only); unmounted after the test."""
+    mounts = []
+
+    def mount(size_bytes: int) -> pathlib.Path:
+        point = tmp_path / f"disk{len(mounts)}"
+        point.mkdir()
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs", str(point)],
+                                capture_output=True, text=True)  # fmt: skip
+        if result.returncode:
+            pytest.skip(f"cannot mount a tmpfs to fill up (needs root): {result.stderr.strip()}")
+        mounts.append(point)
+        return point
+
+    yield mount
+    for point in mounts:
+        subprocess.run(["umount", "-l", str(point)], check=False)

@@ -1,47 +1,46 @@
 """Run an experiment: `python -m qwen3jax.run --config=experiments/pretrain_s1.py[:variant] [--config.x=y ...]
 [--workdir=runs/NAME]`. Rerunning the same command resumes from the run directory's latest checkpoint.
 
-Exit status: 0 when the run is complete, 1 on an error, 128 + the signal number (143 SIGTERM, 130 SIGINT) when a
-signal stopped it after a checkpoint, as shells and job schedulers expect of a process ended by that signal."""
+Exit status: 0 when the run is complete, 1 on an error (one line on stderr), 128 + the signal number (143 SIGTERM,
+130 SIGINT) when a signal stopped it after a checkpoint — or, for Ctrl-C, during set-up — as shells and job
+schedulers expect of a process ended by that signal."""
 
 from __future__ import annotations
 
+import pathlib
 import signal
 import sys
+import time
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment file[:variant]", lock_config=True)
+from qwen3jax import experiment_cli, runlog
+
+_CONFIG = experiment_cli.define_experiment_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory (default: runs/<experiment name>)")
+_VERBOSE = flags.DEFINE_bool("verbose", False, "also show library logs (orbax, absl, grain, jax) on the console; "
+                             "they always go to <workdir>/run.log")
 
 
 def main(argv) -> None:
     del argv
-    from qwen3jax.train.loop import RunStopped, Trainer
+    from qwen3jax.train.loop import Trainer
+    from qwen3jax.train.metrics import format_duration, read_metrics, summary_table
 
+    started = time.perf_counter()
     config = _CONFIG.value
-    print(f"experiment {config.name}: variant {config.variant!r} ({config.variant_reason})", flush=True)
-    try:  # configuration problems are reported in one line; errors inside training keep their traceback
-        trainer = Trainer(config, _WORKDIR.value or f"runs/{config.name}")
-    except (RunStopped, ValueError, KeyError) as e:
-        fail(e)
-    try:
-        trainer.run()
-    except (RunStopped, FileNotFoundError) as e:
-        fail(e)
+    workdir = _WORKDIR.value or f"runs/{config.name}"
+    runlog.configure(workdir, verbose=_VERBOSE.value)
+    runlog.say(f"experiment {config.name}: variant {config.variant!r} ({config.variant_reason})")
+    trainer = Trainer(config, workdir)  # errors a user can fix end in one line (experiment_cli.run)
+    trainer.run()
     if trainer.stop_signal:  # checkpointed, not finished: a pipeline must not go on to the next stage
         sys.exit(128 + signal.Signals[trainer.stop_signal].value)
-
-
-def fail(error: BaseException) -> None:
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(1)
+    rows = read_metrics(pathlib.Path(workdir) / "metrics.jsonl")
+    runlog.say("\n".join([f"results of {config.name} after {format_duration(time.perf_counter() - started)}:",
+                           *summary_table(rows)]))  # fmt: skip
+    runlog.say(f"outputs in {workdir}/: metrics.jsonl, curves.png, samples.txt, checkpoints/, tensorboard/, run.log")
 
 
 if __name__ == "__main__":
-    flags.mark_flag_as_required("config")
-    try:
-        app.run(main)
-    except (KeyError, ValueError) as e:  # raised by the experiment's get_config while flags are parsed
-        fail(e)
+    experiment_cli.run(main, reported=experiment_cli.training_errors)

@@ -3,14 +3,15 @@ final metrics: `python -m qwen3jax.sweep --config=experiments/pretrain_s1.py [--
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import pathlib
-import sys
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment file[:variant]", lock_config=True)
+from qwen3jax import experiment_cli
+
+_CONFIG = experiment_cli.define_experiment_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "parent directory of the sweep's runs (default: runs/<name>_sweep)")
 
 
@@ -37,6 +38,14 @@ def apply_overrides(config, overrides: dict) -> None:
             raise ValueError(f"sweep override {key}={value!r}: {e}") from None
 
 
+def configure(base, overrides: dict):
+    """`base` with `overrides` applied, then its references resolved: a field derived from another (S2's
+    `optim.decay_steps` from `steps`) follows an override of the field it is derived from, as on the command line."""
+    config = copy.deepcopy(base)  # keeps the references; `base` itself stays untouched for the next run
+    apply_overrides(config, overrides)
+    return config.copy_and_resolve_references()
+
+
 def run_name(overrides: dict) -> str:
     return ",".join(f"{k}={v}" for k, v in overrides.items()).replace("/", "_")
 
@@ -50,9 +59,7 @@ def main(argv) -> None:
     parent = pathlib.Path(_WORKDIR.value or f"runs/{base.name}_sweep")
     results = []
     for i, overrides in enumerate(sweep):
-        config = base.copy_and_resolve_references()
-        apply_overrides(config, overrides)  # all overrides are checked before any run starts
-        results.append((overrides, config))
+        results.append((overrides, configure(base, overrides)))  # all overrides are checked before any run starts
     rows = []
     for i, (overrides, config) in enumerate(results):
         print(f"== sweep run {i + 1}/{len(results)}: {overrides}", flush=True)
@@ -73,9 +80,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    flags.mark_flag_as_required("config")
-    try:
-        app.run(main)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    experiment_cli.run(main, reported=experiment_cli.training_errors)

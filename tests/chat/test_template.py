@@ -98,6 +98,12 @@ MALFORMED = [
         "message 1, tool call 0: arguments must be a dict or a JSON string, got list",
     ),
     (
+        "tool_call_arguments_string_not_json",
+        [USER, {"role": "assistant", "content": "", "tool_calls": [wrapped("{city: Paris")]}],
+        "message 1, tool call 0: arguments is a string but not JSON (Expecting property name enclosed in double "
+        "quotes: line 1 column 2 (char 1)): '{city: Paris'",
+    ),
+    (
         "tool_call_arguments_not_json",
         [USER, {"role": "assistant", "content": "", "tool_calls": [wrapped({"when": object()})]}],
         "message 1, tool call 0: not JSON-serialisable",

@@ -51,6 +51,35 @@ def test_language_labeler(text, language):
     assert LanguageLabeler()(text) == {"language": language}
 
 
+@pytest.mark.parametrize(
+    "text, language",
+    [
+        ("The quick brown fox jumps over the lazy dog.", "en"),
+        ("Where did you put my keys?", "en"),
+        ("It was raining when they arrived at the station.", "en"),
+        ("Das Wetter ist heute sehr schön.", "de"),
+        ("Kannst du mir bitte das Salz geben?", "de"),
+        ("Le chat dort sur le canapé.", "fr"),
+        ("Il pleuvait quand ils sont arrivés à la gare.", "fr"),
+        ("Mañana vamos a la playa con mis amigos.", "es"),
+        ("El perro duerme en el sofá.", "es"),
+        ("Il gatto dorme sul divano.", "it"),
+        ("Pioveva quando sono arrivati alla stazione.", "it"),
+        ("Não sei onde está o meu telefone.", "pt"),
+        ("Meu irmão mora em uma pequena cidade perto da costa.", "pt"),
+        ("De kat slaapt op de bank.", "nl"),
+        ("Het regende toen ze op het station aankwamen.", "nl"),
+        # Short texts that are not prose stay undetermined, although their words include stopwords.
+        ("for i in range(10):\n    x = y + i\n", "und"),
+        ("import numpy as np\nfrom a import b\n", "und"),
+        ("https://example.com/a/b?c=d", "und"),
+        ("asdf qwer zxcv uiop hjkl", "und"),
+    ],
+)
+def test_language_labeler_on_one_sentence(text, language):
+    assert LanguageLabeler()(text) == {"language": language}
+
+
 def test_domain_labeler():
     label = DomainLabeler()
     assert label(CODE)["domain"] == "code"

@@ -112,3 +112,58 @@ def test_prepare_reports_a_bad_source_in_one_line(tmp_path, capsys, source, mess
     assert prepare_main(["--output", str(tmp_path / "o"), "--seq_len", "32", "--source", source]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def _web_source(write_jsonl):
+    return write_jsonl("web.jsonl", [{"text": f"record {i}: " + "lorem ipsum " * (i % 7 + 1)} for i in range(60)])
+
+
+def test_a_full_disk_when_a_shard_is_closed_leaves_no_partial_shard_and_does_not_block_the_rerun(
+    write_jsonl, tmp_path, capsys, monkeypatch
+):
+    from qwen3jax.data.writers import RecordWriter
+
+    out = tmp_path / "prepared"
+    argv = ["--output", str(out), "--seq_len", "32", "--records_per_shard", "5", "--source",
+            f"web=jsonl:{_web_source(write_jsonl)}"]  # fmt: skip
+    close, closed = RecordWriter.close, []
+
+    def close_then_fail(writer):  # the data is on disk, but flushing its end fails, as on a full disk
+        close(writer)
+        closed.append(writer.path)
+        if len(closed) == 3:
+            raise OSError(28, "No space left on device", str(writer.path))
+
+    monkeypatch.setattr(RecordWriter, "close", close_then_fail)
+    assert prepare_main(argv) == 2
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if "error" in line.lower()] == [
+        f"error: [Errno 28] No space left on device: '{closed[2]}'"
+    ] and "Traceback" not in err
+    assert not list(out.rglob("*.array_record")) and not list(out.rglob("summary-*.json"))
+    monkeypatch.setattr(RecordWriter, "close", close)
+    assert prepare_main(argv) == 0  # the corrected rerun needs no --overwrite: the failed run left nothing
+
+
+def test_a_really_full_disk_leaves_no_shard_behind(write_jsonl, tmp_path, capsys, small_disk):
+    disk = small_disk(64 * 1024)
+    docs = [{"text": f"record {i}: " + " ".join(f"w{i * j}" for j in range(200))} for i in range(400)]
+    argv = ["--output", str(disk / "o"), "--seq_len", "64", "--records_per_shard", "50", "--source",
+            f"web=jsonl:{write_jsonl('big.jsonl', docs)}"]  # fmt: skip
+    assert prepare_main(argv) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("error: ") and "No space left on device" in errors[0], err
+    assert "Traceback" not in err
+    assert not list((disk / "o").rglob("*.array_record")) and not list((disk / "o").rglob("summary-*.json"))
+
+
+def test_a_failed_component_leaves_no_summary_so_the_fixed_rerun_is_not_refused(write_jsonl, tmp_path, capsys):
+    path = write_jsonl("bad.jsonl", ["{broken"] * 30 + [{"text": "fine"}] * 5)
+    out = tmp_path / "o"
+    argv = ["--output", str(out), "--seq_len", "32", "--source", f"web=jsonl:{path}"]
+    assert prepare_main(argv) == 1
+    assert not list(out.rglob("*-00000*"))
+    with open(path, "w") as f:  # the fix
+        f.write("".join(json.dumps({"text": f"fine {i} " * 9}) + "\n" for i in range(40)))
+    assert prepare_main(argv) == 0

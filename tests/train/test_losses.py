@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from qwen3jax.train.loop import Trainer
-from qwen3jax.train.losses import PretrainLoss, token_cross_entropy
+from qwen3jax.train.losses import PretrainLoss, next_token_targets, token_cross_entropy
 
 from ..model.helpers import DENSE, MOE, build, tokens
 from .helpers import tiny_config
@@ -78,3 +78,51 @@ def test_vocab_slices_must_be_a_positive_integer(bad):
 def test_the_experiment_config_sets_vocab_slices(tmp_path):
     assert Trainer(tiny_config(), tmp_path / "a").loss_fn.vocab_slices == 8
     assert Trainer(tiny_config(**{"loss.vocab_slices": 3}), tmp_path / "b").loss_fn.vocab_slices == 3
+
+
+# Two rows of packed documents. Row 0: document 1, document 2, one padding slot; row 1: two documents. The loss mask
+# differs from `segment_ids > 0`: it drops the start of a document (a prompt) and covers the padding slot.
+_SEGMENTS = np.array([[1, 1, 1, 1, 2, 2, 2, 2, 2, 0], [3, 3, 3, 3, 3, 3, 4, 4, 4, 4]])
+_LOSS_MASK = np.array([[1, 1, 1, 1, 0, 0, 1, 1, 1, 1], [1, 1, 0, 1, 1, 1, 1, 1, 1, 1]])
+# Position t is trained on token t+1 iff that token is in the loss mask and in the same (real) document. Written out
+# by hand: the last position of each document predicts nothing (row 0 t=3, row 1 t=5), nor does a position whose
+# next token is masked (row 0 t=4, row 1 t=1) or padding (row 0 t=8), nor the last column.
+_VALID = np.array([[1, 1, 1, 0, 0, 1, 1, 1, 0, 0], [1, 0, 1, 1, 1, 0, 1, 1, 1, 0]], bool)
+
+
+def test_next_token_targets_follow_documents_and_the_loss_mask():
+    tokens = np.arange(20).reshape(2, 10) + 5
+    targets, valid = next_token_targets({"tokens": tokens, "segment_ids": _SEGMENTS, "loss_mask": _LOSS_MASK})
+    np.testing.assert_array_equal(valid, _VALID)
+    np.testing.assert_array_equal(np.where(_VALID, targets, -1), np.where(_VALID, np.roll(tokens, -1, axis=1), -1))
+
+
+def _log_softmax(x):
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def test_pretrain_loss_equals_a_numpy_log_softmax_reference():
+    cfg = DENSE
+    toks = np.asarray(tokens(cfg, (2, 10))) * (_SEGMENTS > 0)
+    batch = {"tokens": jnp.asarray(toks), "segment_ids": jnp.asarray(_SEGMENTS), "loss_mask": jnp.asarray(_LOSS_MASK)}
+    model = build(cfg)
+    loss_fn = PretrainLoss(z_loss=1e-2, vocab_slices=3)
+
+    @nnx.jit
+    def loss_and_logits(model, batch):
+        ctx = loss_fn.context(lambda: model, jax.tree.map(lambda x: x[None], batch))
+        return loss_fn(model, batch, ctx), model(batch["tokens"], None, batch["segment_ids"])  # the full head
+
+    (loss, metrics), logits = loss_and_logits(model, batch)
+    logits = np.asarray(logits, np.float64)  # [B, T, V]
+    log_probs = _log_softmax(logits)
+    rows, cols = np.nonzero(_VALID)
+    ce = -log_probs[rows, cols, toks[rows, cols + 1]]
+    log_z = np.log(np.exp(logits).sum(-1))[rows, cols]
+    assert metrics["target_tokens"] == _VALID.sum() == 13
+    np.testing.assert_allclose(metrics["ce"], ce.mean(), rtol=1e-5)
+    np.testing.assert_allclose(metrics["z_loss"], 1e-2 * np.mean(log_z**2), rtol=1e-5)
+    np.testing.assert_allclose(loss, ce.mean() + 1e-2 * np.mean(log_z**2), rtol=1e-5)
+    accuracy = np.mean(logits[rows, cols].argmax(-1) == toks[rows, cols + 1])
+    np.testing.assert_allclose(metrics["accuracy"], accuracy, atol=1e-6)

@@ -8,11 +8,15 @@ import sys
 import threading
 import time
 
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
+from qwen3jax.train.checkpoint import Checkpointer
 from qwen3jax.train.loop import RunStopped, Trainer
 
-from .helpers import tiny_config
+from .helpers import TINY_MODEL, tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -53,6 +57,12 @@ def test_preempted_and_resumed_run_matches_uninterrupted(tmp_path):
     Trainer(config, interrupted).run()  # the same command again: resumes from the checkpoint
     assert _losses(interrupted) == _losses(tmp_path / "straight")  # bit-identical, data order included
     assert _eval_steps(interrupted) == _eval_steps(tmp_path / "straight") == list(range(9))  # none lost to the stop
+    assert _eval_losses(interrupted) == _eval_losses(tmp_path / "straight")
+    final = _checkpoint_params(interrupted / "checkpoints" / "8")
+    straight_final = _checkpoint_params(tmp_path / "straight" / "checkpoints" / "8")
+    assert final.keys() == straight_final.keys()
+    for name, value in straight_final.items():
+        np.testing.assert_array_equal(final[name], value, err_msg=name)
     assert (interrupted / "curves.png").stat().st_size > 0
 
 
@@ -70,6 +80,25 @@ def test_cli_exits_with_the_signal_status_after_a_preemption_checkpoint(tmp_path
     _, stderr = process.communicate(timeout=240)
     assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
     assert any((tmp_path / "checkpoints").iterdir())
+
+
+@pytest.mark.parametrize("during", ["checkpoint_wait", "samples"])
+def test_a_signal_while_the_run_finishes_is_not_swallowed(tmp_path, monkeypatch, during):
+    """The run completes, but the exit status (run.py: 128 + signal) must still say that a signal came."""
+    trainer = Trainer(tiny_config(steps=2, **{"samples.num": 1}), tmp_path)
+    if during == "samples":
+        monkeypatch.setattr(trainer, "write_samples", lambda state: os.kill(os.getpid(), signal.SIGTERM))
+    else:
+        wait = Checkpointer.wait
+
+        def wait_then_signal(self):
+            wait(self)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        monkeypatch.setattr(Checkpointer, "wait", wait_then_signal)
+    trainer.run()
+    assert trainer.stop_signal == "SIGTERM"
+    assert max(_losses(tmp_path)) == 2 and (tmp_path / "checkpoints" / "2").is_dir()  # complete all the same
 
 
 def _poison(trainer):
@@ -116,6 +145,45 @@ def test_init_from_an_unfinished_run_says_so(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"initialised weights from {tmp_path / 's1' / 'checkpoints' / '2'}" in out
     assert "stopped at step 2 of its 5 steps" in out
+
+
+def _eval_losses(workdir):
+    rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+    return {r["step"]: r["eval/loss"] for r in rows if "eval/loss" in r}
+
+
+def _by_name(tree):
+    """Leaves by "a/b/0/c" path (a restored checkpoint names list indices as strings, a state as ints)."""
+    return {jax.tree_util.keystr(path, simple=True, separator="/"): np.asarray(leaf)
+            for path, leaf in jax.tree_util.tree_leaves_with_path(jax.device_get(tree))}  # fmt: skip
+
+
+def _checkpoint_params(step_dir):
+    with ocp.StandardCheckpointer() as checkpointer:
+        return _by_name(checkpointer.restore(step_dir / "params"))
+
+
+def test_init_from_starts_from_the_source_checkpoints_parameters_and_eval(tmp_path):
+    """The next stage starts where the previous one ended: its weights are the source checkpoint's, bit for bit, so
+    its step-0 eval (same eval data) is the source's final eval."""
+    fast = {"eval.every": 2, "optim.warmup_steps": 1, "optim.peak_lr": 3e-2}  # S1's eval moves in two steps
+    Trainer(tiny_config(steps=2, **fast), tmp_path / "s1").run()
+    s2 = Trainer(tiny_config(steps=1, init_from=str(tmp_path / "s1"), **{"eval.every": 1}), tmp_path / "s2")
+    evaluate, at_start = s2.evaluate, {}
+
+    def evaluate_and_keep_the_starting_weights(state, step, writer):
+        if step == 0:
+            at_start.update(_by_name(state.params))
+        return evaluate(state, step, writer)
+
+    s2.evaluate = evaluate_and_keep_the_starting_weights
+    s2.run()
+    source = _checkpoint_params(tmp_path / "s1" / "checkpoints" / "2")
+    assert at_start.keys() == source.keys()
+    for name, value in source.items():
+        np.testing.assert_array_equal(at_start[name], value, err_msg=name)
+    assert _eval_losses(tmp_path / "s2")[0] == _eval_losses(tmp_path / "s1")[2]
+    assert _eval_losses(tmp_path / "s1")[2] < _eval_losses(tmp_path / "s1")[0] - 0.05  # S1 moved away from its start
 
 
 def test_init_from_another_models_checkpoint_names_the_parameters(tmp_path):
@@ -171,14 +239,28 @@ def _run_cli(*args):
     )  # fmt: skip
 
 
-def test_mistyped_config_key_names_the_nearest_valid_key(tmp_path):
-    result = _run_cli("--config.optim.peak_lrr=1e-3", f"--workdir={tmp_path}")
-    assert result.returncode != 0
-    assert "peak_lrr" in result.stderr and 'Did you mean "peak_lr"' in result.stderr
-    assert not (tmp_path / "config.json").exists()
-
-
 def test_mesh_that_does_not_fit_the_devices_is_rejected(tmp_path):
     result = _run_cli("--config.mesh.data=3", f"--workdir={tmp_path}")
     assert result.returncode == 1
     assert "needs 3 devices but" in result.stderr and "available" in result.stderr
+
+
+def _tiny_cli_args(workdir):
+    model = [f"--config.model.{k}={v}" for k, v in TINY_MODEL.items()]
+    return [*model, "--config.data.vocab_size=512", "--config.seq_len=32", "--config.global_batch=8",
+            "--config.steps=2", "--config.log_every=1", "--config.eval.every=2", "--config.eval.batches=1",
+            "--config.samples.num=0", "--config.checkpoint.every=1", f"--workdir={workdir}"]  # fmt: skip
+
+
+def test_library_logs_go_to_the_run_log_and_the_console_shows_our_lines(tmp_path):
+    quiet = _run_cli(*_tiny_cli_args(tmp_path / "quiet"))
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    console = quiet.stdout + quiet.stderr
+    assert "orbax" not in console and "checkpoint_manager" not in console, console[-2000:]
+    assert "step      2/2" in quiet.stdout
+    log = (tmp_path / "quiet" / "run.log").read_text()
+    assert "checkpoint_manager" in log  # orbax's lines are kept, in the file
+    assert "experiment pretrain_s1: variant" in log and "step      2/2" in log  # and so are ours
+    verbose = _run_cli(*_tiny_cli_args(tmp_path / "verbose"), "--verbose")
+    assert verbose.returncode == 0, verbose.stderr[-2000:]
+    assert "checkpoint_manager" in verbose.stdout + verbose.stderr

@@ -107,6 +107,11 @@ def _parse_tool_calls(i: int, calls: Any) -> tuple[tuple[str, str], ...]:
             raise ValueError(
                 f"{where}: arguments must be a dict or a JSON string, got {type(arguments).__name__}"
             )
+        else:  # rendered verbatim inside the call's JSON object: anything but JSON would break it
+            try:
+                json.loads(arguments)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{where}: arguments is a string but not JSON ({e}): {arguments[:80]!r}") from None
         parsed.append((name, arguments))
     return tuple(parsed)
 

@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     imp.set_defaults(run=_import)
 
     exp = commands.add_parser("export", help="native checkpoint -> Hugging Face folder")
-    exp.add_argument("--ckpt", required=True, help="native checkpoint directory")
+    exp.add_argument("--ckpt", required=True, help="native checkpoint directory, or a training run directory (its "
+                     "newest checkpoint) or one of its checkpoints/<step> directories")
     exp.add_argument("--out", required=True, help="Hugging Face folder to create")
     exp.add_argument("--dtype", default=None, help="stored weight dtype, e.g. bfloat16 (default: the checkpoint's)")
     exp.add_argument("--max-shard-gib", type=float, default=5.0, help="largest safetensors file (GiB)")

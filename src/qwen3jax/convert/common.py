@@ -27,6 +27,8 @@ class CheckpointError(ValueError):
 RUNTIME_FIELDS = (
     "param_dtype", "dtype", "remat", "scan_layers", "attention_block_size", "moe_kernel", "moe_block_size",
     "moe_expert_exchange", "moe_capacity_factor",
+    # long context at inference: YaRN, Dual Chunk Attention and the longer context they allow
+    "rope_scaling", "dual_chunk", "max_position_embeddings",
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 # Every reason a record can be rejected for. Missing files and unreadable directories are not here: they fail
@@ -116,6 +117,14 @@ class BadInputTracker:
                 "bad": {reason: self._bad[reason] for reason in REASONS if self._bad[reason]},
                 "first_offenders": list(self._examples),
             }
+
+
+    def restore(self, summary: Mapping[str, Any]) -> None:
+        """Continue from the counters of a `summary()`: a resumed run's report covers the whole run."""
+        with self._lock:
+            self._records = int(summary["records"])
+            self._bad = Counter({reason: int(count) for reason, count in summary["bad"].items()})
+            self._examples = list(summary["first_offenders"])[: self.max_examples]
 
 
 def format_report(summaries: dict[str, dict[str, Any]]) -> str:

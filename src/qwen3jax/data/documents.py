@@ -78,7 +78,7 @@ class DocumentMaker:
         record = self.document(raw)
         if record is None:
             return None
-        tokens = np.asarray(self._tokenizer.encode(record[self._comp.text_key]) + self._eos, dtype=np.int32)
+        tokens = np.asarray(self._tokenizer.encode_plain(record[self._comp.text_key]) + self._eos, dtype=np.int32)
         return {"tokens": tokens, "loss_mask": np.ones_like(tokens)}
 
 

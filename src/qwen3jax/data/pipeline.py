@@ -36,6 +36,7 @@ proportions), then packed and batched. Every stage is a grain iterator with exac
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 from collections.abc import Mapping
@@ -133,10 +134,30 @@ class DataIterator(grain.DatasetIterator):
             raise
 
     def get_state(self) -> dict[str, Any]:
-        return self._parent.get_state()
+        """The exact position plus the report's counters, so that the report of a resumed run covers the whole run.
+        The counters include the records that reader threads had read ahead of the position; a resume reads those
+        again, so each resume may count up to `prefetch` + `read_threads` records of a component twice."""
+        counters = {
+            "bad_input": {name: t.summary() for name, t in self._trackers.items()},
+            "filtered": {name: m.filtered for name, m in self._makers.items()},
+        }
+        if self._length_mix is not None:
+            counters["length_mix"] = dataclasses.asdict(self._length_mix)
+        return {"position": self._parent.get_state(), "counters": counters}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        self._parent.set_state(state)
+        if state.keys() != {"position", "counters"}:  # saved before the counters were kept: the position only
+            self._parent.set_state(state)
+            return
+        self._parent.set_state(state["position"])
+        counters = state["counters"]
+        for name, summary in counters["bad_input"].items():
+            self._trackers[name].restore(summary)
+        for name, filtered in counters["filtered"].items():
+            self._makers[name].filtered = int(filtered)
+        if self._length_mix is not None:
+            for field, value in counters["length_mix"].items():
+                setattr(self._length_mix, field, int(value))
 
     def report(self) -> dict[str, Any]:
         """Bad-input counts (by source and reason, with first offenders), filter counts, measured S3 mix, and the
@@ -268,7 +289,7 @@ class _Builder:
         indices = list(usable)
         spread = np.unique(np.linspace(0, len(indices) - 1, min(len(indices), TOKEN_SAMPLE)).astype(np.int64))
         measured = [self._usable_text(maker, comp, source[indices[int(j)]]) for j in spread]
-        tokens_per_char = sum(len(self.tokenizer.encode(t)) for t in measured) / sum(len(t) for t in measured)
+        tokens_per_char = sum(len(self.tokenizer.encode_plain(t)) for t in measured) / sum(len(t) for t in measured)
         return float(np.mean(list(usable.values()))) * tokens_per_char + 1
 
     def _mean_conversation_tokens(self, comp: ComponentConfig, source: Any, quiet: BadInputTracker) -> float:
@@ -328,7 +349,7 @@ def build_pretrain_iterator(
                 seq_len=seq_len,
                 long_fraction=mix.long_fraction,
                 seed=comp_seed,
-                separator=b.tokenizer.encode(mix.separator),
+                separator=b.tokenizer.encode_plain(mix.separator),
                 eos_id=b.tokenizer.eos_id,
                 stats=stats,
             )

@@ -10,12 +10,14 @@ when the source has held-out records), so that training mixes them by weight wit
 hosts prepare disjoint shares of each source. A progress bar shows rows and tokens/s; at the end a table of bad
 records per reason is printed, and `DIR/{name}/summary-{process:05d}.json` records counts, throughput and padding.
 A process's files from an earlier run are never replaced unless `--overwrite` is given (then they are removed
-first, so no stale shard is left for the glob to pick up); a split that fails removes the shards it wrote.
+first, so no stale shard is left for the glob to pick up). A component that fails (bad input, a full disk) leaves
+no file behind — no partial shard for the glob, no summary that would refuse the corrected rerun.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import pathlib
 import sys
@@ -73,7 +75,7 @@ def prepare_split(
         for row in rows:
             if writer is None or num_rows % records_per_shard == 0:
                 if writer is not None:
-                    writer.close()
+                    writer.close()  # a full disk may fail here: the shard counts as written (removed below)
                 written.append(out_dir / f"{split}-{process_index:05d}-{shard:05d}.array_record")
                 writer = RecordWriter(written[-1])
                 shard += 1
@@ -84,18 +86,19 @@ def prepare_split(
             progress.set_postfix(
                 tokens_per_s=f"{num_rows * seq_len / (time.perf_counter() - start):,.0f}", refresh=False
             )
-    except BaseException:
-        # Partial shards would look like complete ones to the training glob.
         if writer is not None:
-            writer.close()
-            writer = None
+            writer.close()  # the last shard is complete only once closed
+    except BaseException:
+        # Partial shards would look like complete ones to the training glob (a truncated ArrayRecord file even
+        # opens as 0 records without an error): remove them all, also when closing the writer fails again.
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                writer.close()
         for path in written:
             path.unlink(missing_ok=True)
         raise
     finally:
         progress.close()
-        if writer is not None:
-            writer.close()
     seconds = time.perf_counter() - start
     bad = rows.report()["bad_input"][name]
     return {
@@ -196,15 +199,21 @@ def _prepare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                     process_count=args.process_count,
                     tokenizer=tokenizer,
                 )
-            except BadInputError as e:
+            except BaseException as e:
+                # The component is incomplete: none of its files stay, so nothing blocks the corrected rerun and no
+                # half of it (train without eval) is left for the training glob.
+                for path in _earlier_outputs(output, [comp.name], args.process_index):
+                    path.unlink()
+                if not isinstance(e, BadInputError):
+                    raise
                 print(f"error: {e}", file=sys.stderr)
                 failed = True
                 break
             reports[f"{comp.name}/{split}"] = summary[split]
-        (output / comp.name).mkdir(parents=True, exist_ok=True)
-        (output / comp.name / f"summary-{args.process_index:05d}.json").write_text(json.dumps(summary, indent=1))
         if failed:
             break
+        (output / comp.name).mkdir(parents=True, exist_ok=True)
+        (output / comp.name / f"summary-{args.process_index:05d}.json").write_text(json.dumps(summary, indent=1))
     for name, s in reports.items():
         print(
             f"{name}: {s['rows']} rows in {s['shards']} shards, {s['tokens_per_second']:,.0f} tokens/s, "

@@ -2,7 +2,9 @@
 
 Both kinds carry the Qwen3 special tokens as single ids, so chat formatting and end-of-document handling are the same
 at every scale: the real Qwen3 byte-level BPE has them natively; any other tokenizer gets the missing ones appended
-to its vocabulary when loaded. Special-token strings inside text passed to `encode` map to their single ids.
+to its vocabulary when loaded. Special-token strings inside text passed to `encode` map to their single ids (for
+the chat template's markup); `encode_plain` keeps them ordinary text, for data (a web page that contains
+`<|im_start|>` must not open a chat turn in the training data, nor `<|endoftext|>` end its document).
 
 Ids: `eos_id` is `<|endoftext|>`, the end-of-document token appended to every pretraining document (and the
 `eos_token_id` of Qwen3 base models); `pad_id` is also `<|endoftext|>`, as in Qwen3. The end of a chat turn,
@@ -17,8 +19,10 @@ import io
 import os
 import pathlib
 import random
+import re
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import sentencepiece as spm
 import tokenizers
 from sentencepiece import sentencepiece_model_pb2
@@ -26,6 +30,8 @@ from sentencepiece import sentencepiece_model_pb2
 from qwen3jax.data.cache import build_once, cache_root
 from qwen3jax.data.corpus.build import DEFAULT_CORPUS, CorpusConfig, corpus_key, iter_records
 from qwen3jax.special_tokens import ENDOFTEXT, SPECIAL_TOKENS
+
+_SPECIAL_SPLIT = re.compile("(" + "|".join(re.escape(t) for t in SPECIAL_TOKENS) + ")")
 
 
 class Tokenizer(abc.ABC):
@@ -37,6 +43,18 @@ class Tokenizer(abc.ABC):
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return [self.encode(text) for text in texts]
+
+    def encode_plain(self, text: str) -> list[int]:
+        """Token ids of data text, in which special-token strings are ordinary text: never a control id, and
+        `decode` gives them back. Each such string is encoded as its first character and the rest, neither of which
+        is a special token; text without them encodes as with `encode`. (The `tokenizers` library's
+        `encode_special_tokens` would not do: it still matches added tokens not flagged special, such as Qwen3's
+        `<think>` and `<tool_call>`.)"""
+        ids: list[int] = []
+        for k, part in enumerate(_SPECIAL_SPLIT.split(text)):
+            if part:  # re.split puts the captured special-token strings at odd positions
+                ids += self.encode(part) if k % 2 == 0 else self.encode(part[:1]) + self.encode(part[1:])
+        return ids
 
     @abc.abstractmethod
     def decode(self, ids: Iterable[int]) -> str:
@@ -61,6 +79,19 @@ class Tokenizer(abc.ABC):
         if token_id is None:
             raise KeyError(f"token {token!r} is not in the vocabulary of {self!r}")
         return token_id
+
+    @functools.cached_property
+    def token_byte_lengths(self) -> np.ndarray:
+        """[vocab_size] int32: how many UTF-8 bytes of text each id stands for (special tokens: 0), so that the bytes
+        of an encoded text are the sum over its ids. Bits per byte, the tokenizer-independent loss, divides by it."""
+        special = {self.token_to_id(token) for token in SPECIAL_TOKENS}
+        return np.array(
+            [0 if i in special else self._token_byte_length(i) for i in range(self.vocab_size)], np.int32
+        )
+
+    @abc.abstractmethod
+    def _token_byte_length(self, token_id: int) -> int:
+        """UTF-8 bytes of text that the (non-special) id `token_id` stands for."""
 
     @functools.cached_property
     def eos_id(self) -> int:
@@ -126,6 +157,13 @@ class SentencePieceTokenizer(Tokenizer):
     def id_to_token(self, token_id: int) -> str:
         return self._sp.id_to_piece(self._check_id(token_id))
 
+    def _token_byte_length(self, token_id: int) -> int:
+        if self._sp.is_byte(token_id):  # byte fallback: <0xNN> is one byte of a character outside the pieces
+            return 1
+        if self._sp.is_control(token_id) or self._sp.is_unknown(token_id):
+            return 0
+        return len(self._sp.id_to_piece(token_id).replace("\u2581", " ").encode("utf-8"))  # "▁" stands for a space
+
     @property
     def vocab_size(self) -> int:
         return self._sp.get_piece_size()
@@ -160,6 +198,11 @@ class HuggingFaceTokenizer(Tokenizer):
 
     def id_to_token(self, token_id: int) -> str:
         return self._tok.id_to_token(self._check_id(token_id))
+
+    def _token_byte_length(self, token_id: int) -> int:
+        if isinstance(self._tok.decoder, tokenizers.decoders.ByteLevel):  # each character of a piece is one byte
+            return len(self._tok.id_to_token(token_id))
+        return len(self.decode([token_id]).encode("utf-8"))
 
     @property
     def vocab_size(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import pathlib
@@ -28,7 +29,8 @@ class RecordWriter:
 
     def write(self, record: bytes) -> None:
         if self._array_record is not None:
-            self._array_record.write(record)
+            with self._os_errors():
+                self._array_record.write(record)
         else:
             assert self._lines is not None
             if b"\n" in record:
@@ -37,9 +39,18 @@ class RecordWriter:
 
     def close(self) -> None:
         if self._array_record is not None:
-            self._array_record.close()
+            with self._os_errors():
+                self._array_record.close()
         if self._lines is not None:
             self._lines.close()
+
+    @contextlib.contextmanager
+    def _os_errors(self):
+        """ArrayRecord reports a failed write (e.g. a full disk) as a RuntimeError; callers handle I/O as OSError."""
+        try:
+            yield
+        except RuntimeError as e:
+            raise OSError(f"{self.path}: {e}") from e
 
     def __enter__(self) -> RecordWriter:
         return self

@@ -8,9 +8,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from qwen3jax.model import dca
 from qwen3jax.model.config import ModelConfig
 from qwen3jax.model.context_parallel import ContextMask, context_parallel_attention
 from qwen3jax.model.layers import RMSNorm, apply_rope, param, project
+from qwen3jax.model.splash import SegmentMask, splash_attention
 from qwen3jax.parallel.rules import constrain
 
 # Large negative instead of -inf so fully masked rows (never produced by valid inputs) cannot create NaNs.
@@ -57,6 +59,7 @@ class KVCache(NamedTuple):
     k: tuple[jax.Array | tuple[jax.Array, ...], ...]
     v: tuple[jax.Array | tuple[jax.Array, ...], ...]
     segment_ids: jax.Array  # [B, S] int32, 0 = empty or padding
+    positions: jax.Array  # [B, S] int32: each slot's RoPE position (Dual Chunk Attention chunks keys by it)
     index: jax.Array  # [] int32: next slot to write
 
     @classmethod
@@ -69,6 +72,7 @@ class KVCache(NamedTuple):
             k=tuple(zeros(c) for c in counts),
             v=tuple(zeros(c) for c in counts),
             segment_ids=jnp.zeros((batch, max_len), jnp.int32),
+            positions=jnp.zeros((batch, max_len), jnp.int32),
             index=jnp.zeros((), jnp.int32),
         )
 
@@ -107,18 +111,25 @@ class Attention(nnx.Module):
         self.dtype = jnp.dtype(cfg.dtype)
         self.block_size = cfg.attention_block_size
 
-    def __call__(self, x_BTD, cos_BTh, sin_BTh, mask_BTS, kv_cache=None, cache_index=None):
+    def __call__(self, x_BTD, rope, mask_BTS, kv_cache=None, cache_index=None):
         """Attend over the current tokens, or, given `kv_cache=(k_group, v_group, layer)` (the whole layer group's
         cache, see `write_slots`, and this layer's index in it), write them at slot `cache_index` and attend over
         this layer's cache.
         Only the new slots are written, so a decode loop that carries the cache updates it in place.
+        `rope` is the (cos, sin) pair of the tokens' positions, or a `dca.DualChunkRope` with `mask_BTS` then
+        `dca.visibility`'s int8 array (Dual Chunk Attention, model/dca.py).
         Returns (output, updated cache or None)."""
         dt = self.dtype
         q_BTNH = project("BTD,DNH->BTNH", x_BTD, self.q_proj, dt)
         k_BTKH = project("BTD,DKH->BTKH", x_BTD, self.k_proj, dt)
         v_BTKH = project("BTD,DKH->BTKH", x_BTD, self.v_proj, dt)
-        q_BTNH = constrain(apply_rope(self.q_norm(q_BTNH), cos_BTh, sin_BTh), ("batch", "seq", "act_heads", None))
-        k_BTKH = constrain(apply_rope(self.k_norm(k_BTKH), cos_BTh, sin_BTh), ("batch", "seq", "act_kv_heads", None))
+        q_BTNH, k_BTKH = self.q_norm(q_BTNH), self.k_norm(k_BTKH)
+        if isinstance(rope, dca.DualChunkRope):  # queries get a rotation axis: [B, T, N, 3, H]
+            q_BTNH, k_BTKH = dca.rotate(q_BTNH, k_BTKH, rope)
+        else:
+            q_BTNH, k_BTKH = apply_rope(q_BTNH, *rope), apply_rope(k_BTKH, *rope)
+        q_BTNH = constrain(q_BTNH, ("batch", "seq", "act_heads") + (None,) * (q_BTNH.ndim - 3))
+        k_BTKH = constrain(k_BTKH, ("batch", "seq", "act_kv_heads", None))
         v_BTKH = constrain(v_BTKH, ("batch", "seq", "act_kv_heads", None))
         k_BKSH, v_BKSH = k_BTKH.transpose(0, 2, 1, 3), v_BTKH.transpose(0, 2, 1, 3)  # the matmuls' layout
         if kv_cache is not None:
@@ -128,12 +139,15 @@ class Attention(nnx.Module):
             v_group, v_BKSH = write_slots(v_group, layer, v_BKSH, cache_index)
             kv_cache = (k_group, v_group, layer)
 
+        if isinstance(mask_BTS, SegmentMask):  # the Pallas kernel masks from segment ids itself: model/splash.py
+            out_BTNH = splash_attention((q_BTNH * self.scale).astype(dt), k_BTKH, v_BTKH, mask_BTS.segment_ids_BT)
+            return project("BTNH,NHD->BTD", out_BTNH, self.o_proj, dt), kv_cache
         if isinstance(mask_BTS, ContextMask):  # sequence split over the `context` mesh axis: model/context_parallel.py
             out_BTNH = context_parallel_attention(q_BTNH, k_BTKH, v_BTKH, mask_BTS, self._attend)
             return project("BTNH,NHD->BTD", out_BTNH, self.o_proj, dt), kv_cache
-        b, t, n, h = q_BTNH.shape  # keys may be longer (the cache): S
+        b, t, n = q_BTNH.shape[:3]  # keys may be longer (the cache): S
         # Query head i reads KV head i // groups: split N into (K, G) instead of repeating K and V.
-        q_BTKGH = q_BTNH.reshape(b, t, n // self.num_groups, self.num_groups, h)
+        q_BTKGH = q_BTNH.reshape(b, t, n // self.num_groups, self.num_groups, *q_BTNH.shape[3:])
         if kv_cache is None:  # causal over the tokens themselves: query block [start, end) sees keys [0, end)
             blocks = [
                 self._attend(q_BTKGH[:, a:z], k_BKSH[:, :, :z], v_BKSH[:, :, :z], mask_BTS[:, a:z, :z])
@@ -142,19 +156,22 @@ class Attention(nnx.Module):
             out_BTKGH = jnp.concatenate(blocks, axis=1)
         else:
             out_BTKGH = self._attend(q_BTKGH, k_BKSH, v_BKSH, mask_BTS)
-        out_BTNH = out_BTKGH.reshape(b, t, n, h)
+        out_BTNH = out_BTKGH.reshape(b, t, n, v_BKSH.shape[-1])
         return project("BTNH,NHD->BTD", out_BTNH, self.o_proj, dt), kv_cache
 
     def _attend(self, q_BTKGH, k_BKSH, v_BKSH, mask_BTS):
         """softmax(QK^T / sqrt(d), masked) V with fp32 logits and softmax."""
-        logits_BKGTS = jnp.einsum(
-            "BTKGH,BKSH->BKGTS", q_BTKGH, k_BKSH, preferred_element_type=jnp.float32
-        ) * self.scale
+        if q_BTKGH.ndim == 6:  # Dual Chunk Attention: [B, T, K, G, 3, H] queries, see model/dca.py
+            logits_BKGTS = dca.merged_logits(q_BTKGH, k_BKSH, mask_BTS) * self.scale
+        else:
+            logits_BKGTS = jnp.einsum(
+                "BTKGH,BKSH->BKGTS", q_BTKGH, k_BKSH, preferred_element_type=jnp.float32
+            ) * self.scale
         logits_BKGTS = jnp.where(mask_BTS[:, None, None], logits_BKGTS, _MASK_VALUE)
         probs_BKGTS = jax.nn.softmax(logits_BKGTS, axis=-1).astype(self.dtype)
         if q_BTKGH.shape[1] == 1:
-            # One query per row (decoding): a matrix-vector product per row and KV head, which XLA:CPU runs several
-            # times faster as a fused multiply-reduce (accumulated in fp32) than as a batched dot.
+            # One query per row (decoding): a matrix-vector product per row and KV head, which XLA:CPU runs faster
+            # as a fused multiply-reduce (accumulated in fp32) than as a batched dot.
             products = probs_BKGTS[..., None].astype(jnp.float32) * v_BKSH[:, :, None, None].astype(jnp.float32)
             return products.sum(-2).astype(self.dtype).transpose(0, 3, 1, 2, 4)
         return jnp.einsum("BKGTS,BKSH->BTKGH", probs_BKGTS, v_BKSH)

@@ -31,6 +31,25 @@ class YarnScaling:
 
 
 @dataclasses.dataclass(frozen=True)
+class DualChunk:
+    """Dual Chunk Attention at inference (An et al. 2024, "ChunkLlama"; model/dca.py), with the fields of Qwen's
+    `dual_chunk_attention_config`. Keys take positions modulo `chunk_size - local_size` and every query/key distance
+    stays <= `chunk_size`, so a model trained on `chunk_size` tokens attends over many times that length."""
+
+    chunk_size: int  # the longest query/key distance used: the trained context length
+    local_size: int  # keys of the previous chunk within this distance keep their exact relative position
+
+    def __post_init__(self):
+        if not 0 <= self.local_size < self.chunk_size:
+            raise ValueError(f"DualChunk needs 0 <= local_size < chunk_size, got {self.local_size}, {self.chunk_size}")
+
+    @property
+    def chunk_len(self) -> int:
+        """Tokens per chunk: keys sit at position (p mod chunk_len)."""
+        return self.chunk_size - self.local_size
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Architecture and numerics of one Qwen3 model (dense when `num_experts == 0`)."""
 
@@ -44,6 +63,8 @@ class ModelConfig:
     rms_norm_eps: float = 1e-6
     rope_theta: float = QWEN3_ROPE_THETA
     rope_scaling: YarnScaling | None = None
+    # Dual Chunk Attention (an inference option, off by default; combines with `rope_scaling`), see `DualChunk`.
+    dual_chunk: DualChunk | None = None
     max_position_embeddings: int = QWEN3_MAX_POSITIONS
     tie_word_embeddings: bool = False
     # Mixture of experts (all zero for dense models).
@@ -72,6 +93,9 @@ class ModelConfig:
     # Causal attention over T > block tokens runs per block of queries against only the keys up to that block,
     # skipping the fully masked upper triangle (about half the work); 0 = one full [T, T] block. See attention.py.
     attention_block_size: int = 128
+    # xla (the einsum attention above) | splash (the Pallas TPU kernel, model/splash.py; interpreted on CPU, for
+    # tests) | auto (splash when compiling for TPU, else xla). Training/prefill without a cache only.
+    attention_kernel: str = "xla"
     init_std: float = 0.02  # normal init of projections and embeddings
 
     def __post_init__(self):
@@ -98,6 +122,8 @@ class ModelConfig:
             problems.append(f"remat={self.remat!r} is not one of {sorted(_REMAT_NAMES)}")
         if self.attention_block_size < 0:
             problems.append(f"attention_block_size={self.attention_block_size} must be >= 0 (0: unblocked)")
+        if self.attention_kernel not in ("xla", "splash", "auto"):
+            problems.append(f"attention_kernel={self.attention_kernel!r} is not one of xla, splash, auto")
         if self.moe_expert_exchange not in _MOE_EXCHANGES:
             problems.append(f"moe_expert_exchange={self.moe_expert_exchange!r} is not one of {list(_MOE_EXCHANGES)}")
         if self.moe_capacity_factor < 0:
@@ -146,6 +172,8 @@ class ModelConfig:
         d = dict(d)
         if d.get("rope_scaling") is not None:
             d["rope_scaling"] = YarnScaling(**d["rope_scaling"])
+        if d.get("dual_chunk") is not None:
+            d["dual_chunk"] = DualChunk(**d["dual_chunk"])
         if "mlp_only_layers" in d:
             d["mlp_only_layers"] = tuple(d["mlp_only_layers"])
         return cls(**d)

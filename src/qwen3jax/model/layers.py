@@ -25,8 +25,9 @@ class OutputMajor(nnx.Variable):
     [N, H, D]. Only `decode_view` makes these, and `project` reads them."""
 
 
-# At most this many rows (decode steps) are multiplied weight-first by `project`. XLA:CPU's GEMMs stream a weight
-# about 2x faster as the long left operand ([out, in] @ [in, rows]) than as the right operand of a skinny product.
+# At most this many rows (decode steps) are multiplied weight-first by `project`: XLA:CPU's GEMMs stream a weight
+# faster as the long left operand ([out, in] @ [in, rows]) than as the right operand of a skinny product
+# (docs/performance.md).
 FEW_ROWS = 64
 
 
@@ -35,7 +36,7 @@ def project(spec: str, x: jax.Array, weight: nnx.Variable, dtype, preferred_elem
 
     `spec` names x's axes as rows then contracted axes (e.g. "BTD,DF->BTF"). The flattening matters for training:
     the weight gradient of a 3-D einsum contracts two axes, which XLA:CPU lowers with a transposed copy of the
-    activation gradient fused into the elementwise backward (~20% of a dense fwd+bwd step on the bench config).
+    activation gradient fused into the elementwise backward, an expensive fusion that the 2-D product avoids.
     An `OutputMajor` weight is read with its input axes last; a weight stored output axes first (it, or a tied
     embedding table) is multiplied weight-first when x has at most `FEW_ROWS` rows.
     """
@@ -70,9 +71,9 @@ def _dot(a, b, contract_a: int, contract_b: int, preferred_element_type=None):
 
 def _cpu_matmul(x_RC, w_CO, preferred_element_type):
     """`_matmul` for wide outputs (at least 4x the input width, e.g. the LM head) on CPU; a plain product otherwise.
-    Narrower weights gain less than the transpose of x costs (A/B on the bench configs: applying it to every
-    projection was 3-7% slower than to the LM head only). Other backends handle the transposed product well, and a
-    plain product keeps forward-mode autodiff (jvp) available, which a custom_vjp function does not support."""
+    On narrower weights the transpose of x costs more than the faster weight-gradient product saves. Other backends
+    handle the transposed product well, and a plain product keeps forward-mode autodiff (jvp) available, which a
+    custom_vjp function does not support."""
     if jax.default_backend() == "cpu" and w_CO.shape[1] >= 4 * w_CO.shape[0]:
         return _matmul(x_RC, w_CO, preferred_element_type)
     return _dot(x_RC, w_CO, 1, 0, preferred_element_type)
@@ -81,8 +82,7 @@ def _cpu_matmul(x_RC, w_CO, preferred_element_type):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _matmul(x_RC, w_CO, preferred_element_type):
     """x @ w whose weight gradient is a plain product of a materialised x^T: XLA:CPU runs the contract-over-rows
-    (transposed-left) product autodiff emits about 2x slower on a wide LM head (measured 47 vs 105 GFLOP/s for
-    [4096, 512]^T x [4096, 16384]; a fwd+bwd step on the bench configs is 5-10% faster)."""
+    (transposed-left) product that autodiff emits at about half the speed of a plain product on a wide LM head."""
     return _dot(x_RC, w_CO, 1, 0, preferred_element_type)
 
 

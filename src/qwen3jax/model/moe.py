@@ -8,10 +8,11 @@ Kernels share one signature, `kernel(x_SD, expert_SK, weight_SK, w_gate_EDF, w_u
 - `sorted`   slots sorted by expert into blocks of `moe_block_size` rows, each block one expert; one batched matmul
              over every block of the static bound against per-block gathered weights. Portable and GSPMD-friendly.
 - `looped`   the same blocks, but a loop over only the blocks in use, each a plain matmul against its expert's
-             weights in place, with a hand-written backward loop: the CPU default (~25% faster than `sorted` on
-             the MoE bench layer, where ~80 of the bound's 96 blocks are used). It indexes the expert weights with
-             traced values, so on a mesh that shards experts GSPMD gathers them whole: use another kernel there.
-- `ragged`   `jax.lax.ragged_dot` over expert groups (GPU/TPU; on XLA:CPU it lowers to a masked dense dot, ~10× slow).
+             weights in place, with a hand-written backward loop: the CPU default (it skips the unused blocks of
+             the static bound and the per-block weight copies that `sorted` makes). It indexes the expert weights
+             with traced values, so on a mesh that shards experts GSPMD gathers them whole: use another kernel there.
+- `ragged`   `jax.lax.ragged_dot` over expert groups (GPU/TPU; on XLA:CPU it lowers to a masked dense dot over every
+             expert, so it is slow there).
 - `megablox` the Pallas TPU grouped matmul (`interpret` mode off TPU, for testing only).
 
 Routing statistics for the (global-batch) load-balancing loss come back with every call: per-expert counts of
@@ -150,8 +151,7 @@ def make_sorted_kernel(max_block_size: int):
 def make_looped_kernel(max_block_size: int):
     """Block-sorted dispatch as a loop over only the blocks in use, each gathering its rows and running plain
     matmuls against its expert's weights in place: no weight copies, no padded [N, B, D] copies of the tokens, and
-    none of the static bound's unused blocks (on the MoE bench config ~80 of 96 are used). Forward and backward are
-    explicit loops (`_expert_blocks`)."""
+    none of the static bound's unused blocks. Forward and backward are explicit loops (`_expert_blocks`)."""
 
     def kernel(x_SD, expert_SK, weight_SK, w_gate_EDF, w_up_EDF, w_down_EFD):
         blocks = _block_layout(_sort_slots(expert_SK, w_gate_EDF.shape[0]), max_block_size)

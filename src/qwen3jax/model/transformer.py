@@ -15,11 +15,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from qwen3jax.model import dca
 from qwen3jax.model.attention import Attention, KVCache, attention_mask
 from qwen3jax.model.config import ModelConfig
 from qwen3jax.model.context_parallel import balanced_inputs, context_axis_size, from_balanced
 from qwen3jax.model.layers import MLP, OutputMajor, RMSNorm, param, project, rope_cos_sin, rope_frequencies
 from qwen3jax.model.moe import MoE, RoutingStats
+from qwen3jax.model.splash import SegmentMask, resolve_kernel, target_platform
 from qwen3jax.parallel.rules import constrain
 
 # Activation checkpointing policies per decoder layer (what the backward pass may keep instead of recomputing).
@@ -40,8 +42,8 @@ class DecoderLayer(nnx.Module):
         self.mlp = MoE(cfg, rngs=rngs) if is_moe else MLP(cfg, rngs=rngs)
         self.is_moe = is_moe
 
-    def __call__(self, x_BTD, cos, sin, mask_BTS, token_mask_BT, kv_cache=None, cache_index=None):
-        attn_out, kv_cache = self.self_attn(self.input_layernorm(x_BTD), cos, sin, mask_BTS, kv_cache, cache_index)
+    def __call__(self, x_BTD, rope, mask_BTS, token_mask_BT, kv_cache=None, cache_index=None):
+        attn_out, kv_cache = self.self_attn(self.input_layernorm(x_BTD), rope, mask_BTS, kv_cache, cache_index)
         h_BTD = constrain(x_BTD + attn_out, ("batch", "seq", "act_embed"))
         if self.is_moe:
             mlp_out, stats = self.mlp(self.post_attention_layernorm(h_BTD), token_mask_BT)
@@ -65,7 +67,7 @@ class LayerStack(nnx.Module):
         self.remat = cfg.remat
         self.scan_layers = cfg.scan_layers
 
-    def __call__(self, x_BTD, cos, sin, mask_BTS, token_mask_BT, kv_cache=None, cache_index=None):
+    def __call__(self, x_BTD, rope, mask_BTS, token_mask_BT, kv_cache=None, cache_index=None):
         """Returns (x, (routing stats stacked per layer or None, updated (k, v) cache or None)).
 
         The group's KV cache (`kv_cache=(k, v)`, stacked or per-layer, see `KVCache`) travels in the loop carry
@@ -77,7 +79,7 @@ class LayerStack(nnx.Module):
 
         def run_layer(carry, layer):
             x, kv = carry
-            x, (stats, kv) = layer(x, cos, sin, mask_BTS, token_mask_BT, kv, cache_index)
+            x, (stats, kv) = layer(x, rope, mask_BTS, token_mask_BT, kv, cache_index)
             if kv is not None:
                 kv = (kv[0], kv[1], kv[2] + 1)
             return (x, kv), stats
@@ -113,11 +115,11 @@ def decode_view(model: "Qwen3") -> "Qwen3":
     Call it inside the jitted function, before the loop, so that its slices and transposes are made once per call
     rather than once per step.
 
-    Why (XLA:CPU, measured on the bench config): a layer's slice of a stacked weight is a copy, and XLA does not
-    hoist those copies out of a while loop, so a scanned or unrolled stack re-copies every weight on every decode
-    step; and skinny products stream an output-major weight about 2x faster, read weight-first by `project` (see
-    `layers.FEW_ROWS`). The view is for running only: its parameters keep the stacked `layers` sharding metadata
-    and hold transposed copies, so do not save, shard or train it.
+    Why (XLA:CPU): a layer's slice of a stacked weight is a copy, and XLA does not hoist those copies out of a while
+    loop, so a scanned or unrolled stack re-copies every weight on every decode step; and skinny products stream an
+    output-major weight faster, read weight-first by `project` (see `layers.FEW_ROWS`). The view is for running
+    only: its parameters keep the stacked `layers` sharding metadata and hold transposed copies, so do not save,
+    shard or train it.
     """
     graphdef, state = nnx.split(model)
     view = nnx.merge(graphdef, state)
@@ -191,24 +193,35 @@ class Qwen3(nnx.Module):
         # attention gets segment ids and original indices instead of a [B, T, T] mask, the output comes back.
         cp = context_axis_size() if cache is None else 1
         if cp > 1:
+            if cfg.dual_chunk is not None:
+                raise ValueError("Dual Chunk Attention is an inference setting and does not combine with context "
+                                 "parallelism (mesh.context > 1)")  # fmt: skip
             tokens, positions, segment_ids, mask_BTS = balanced_inputs(tokens, positions, segment_ids, cp)
-        inv_freq, rope_scale = rope_frequencies(cfg)
-        cos, sin = rope_cos_sin(positions, inv_freq, rope_scale)
-        if cp > 1:
+            stack_caches = [None] * len(self.stacks)
+        elif cache is None and resolve_kernel(cfg.attention_kernel, target_platform()) == "splash":
+            mask_BTS = SegmentMask(segment_ids)
             stack_caches = [None] * len(self.stacks)
         elif cache is None:
+            kv_positions = positions
             mask_BTS = attention_mask(segment_ids, segment_ids)
             stack_caches = [None] * len(self.stacks)
         else:
             kv_segments = jax.lax.dynamic_update_slice(cache.segment_ids, segment_ids.astype(jnp.int32), (0, cache.index))
+            kv_positions = jax.lax.dynamic_update_slice(cache.positions, positions.astype(jnp.int32), (0, cache.index))
             mask_BTS = attention_mask(segment_ids, kv_segments, cache.index)
             stack_caches = list(zip(cache.k, cache.v))
+        inv_freq, rope_scale = rope_frequencies(cfg)
+        if cfg.dual_chunk is None:
+            rope = rope_cos_sin(positions, inv_freq, rope_scale)
+        else:  # Dual Chunk Attention (model/dca.py): chunked positions, and each key's chunk relation in the mask
+            rope = dca.dual_chunk_rope(cfg.dual_chunk, positions, inv_freq, rope_scale)
+            mask_BTS = dca.visibility(cfg.dual_chunk, mask_BTS, positions, kv_positions)
         token_mask_BT = segment_ids > 0
 
         x_BTD = constrain(jnp.take(self.embed_tokens[...], tokens, axis=0).astype(dt), ("batch", "seq", "act_embed"))
         moe_stats, new_kv = [], []
         for stack, kv in zip(self.stacks, stack_caches):
-            x_BTD, (stats, kv) = stack(x_BTD, cos, sin, mask_BTS, token_mask_BT, kv, None if cache is None else cache.index)
+            x_BTD, (stats, kv) = stack(x_BTD, rope, mask_BTS, token_mask_BT, kv, None if cache is None else cache.index)
             new_kv.append(kv)
             if stats is not None:
                 moe_stats.append(stats)
@@ -222,6 +235,7 @@ class Qwen3(nnx.Module):
                     k=tuple(k for k, _ in new_kv),
                     v=tuple(v for _, v in new_kv),
                     segment_ids=kv_segments,
+                    positions=kv_positions,
                     index=cache.index + tokens.shape[1],
                 )
             )
@@ -239,8 +253,8 @@ class Qwen3(nnx.Module):
         vocabulary slices [B, T, V_i] (sizes as `numpy.array_split`), one matmul each.
 
         A loss that reduces each slice on its own (`losses.token_cross_entropy`) then never forms the [B, T, V]
-        logits as one array: on XLA:CPU 8 slices make the head + cross-entropy of the bench config ~17% faster
-        (narrower GEMMs, fewer passes over a 268 MB array); the gradient of the split is a concatenation.
+        logits as one array, which on XLA:CPU means narrower GEMMs and no pass over the whole [B, T, V] fp32 array;
+        the gradient of the split is a concatenation.
         """
         if not 1 <= vocab_slices <= self.config.vocab_size:
             raise ValueError(f"vocab_slices must be in [1, vocab_size={self.config.vocab_size}], got {vocab_slices}")

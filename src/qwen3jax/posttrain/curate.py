@@ -227,6 +227,14 @@ def read_queries(spec: str, *, split: str = "train") -> list[Query]:
     return queries
 
 
+def write_jsonl(path: pathlib.Path, records: Sequence[dict[str, Any]]) -> None:
+    """Records as JSONL, written to a partial file and renamed when complete (a failed write leaves no output)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    partial.replace(path)
+
+
 def _load_teacher(spec: str, args: argparse.Namespace, validation: list[Query]) -> Teacher:
     if spec == WORKED_SOLUTIONS:
         problems = [Problem(v.domain or "", v.prompt, v.solution or "", v.gold or "", {}) for v in validation]
@@ -288,10 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(output.name + ".partial")
-    partial.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    partial.replace(output)
+    write_jsonl(output, records)
     report_path.write_text(json.dumps(report, indent=2))
     print(json.dumps({k: report[k] for k in ("query_rejected", "zero_pass_at_n", "response_rejected")}))
     print(f"kept {report['kept_responses']} responses for {report['kept_queries']} of {report['queries']} queries "

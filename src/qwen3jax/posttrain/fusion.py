@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from qwen3jax.posttrain.curate import write_jsonl
 from qwen3jax.posttrain.filters import split_thinking
 
 
@@ -131,10 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(output.name + ".partial")
-    partial.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    partial.replace(output)
+    write_jsonl(output, records)
     modes = Counter(r["provenance"]["mode"] for r in records)
     print(f"{len(records)} fusion records ({modes['think']} think, {modes['no_think']} no_think) -> {output}")
     return 0

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from qwen3jax.chat import apply_chat_template
-from qwen3jax.convert import CheckpointError, load_hf, load_native
+from qwen3jax.convert import CheckpointError, load_hf, load_native, native
 from qwen3jax.data.tokenizer import Tokenizer, load_tokenizer
 from qwen3jax.model import Qwen3
 from qwen3jax.sample.budget import THINKING, ThinkingTokens
@@ -32,10 +33,12 @@ class UsageError(Exception):
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--ckpt", help="native checkpoint directory (model_config.json + params/)")
+    source.add_argument("--ckpt", help="native checkpoint directory (model_config.json + params/), or a training run "
+                        "directory (its newest checkpoint) or one of its checkpoints/<step> directories")
     source.add_argument("--hf", help="Hugging Face checkpoint folder (config.json + *.safetensors)")
     parser.add_argument(
-        "--tokenizer", help="tokenizer.json or SentencePiece .model; default: the checkpoint's tokenizer.json"
+        "--tokenizer", help="tokenizer.json or SentencePiece .model; default: the checkpoint's tokenizer.json (a "
+        "training run's: the tokenizer it trained with)"
     )
 
 
@@ -147,11 +150,18 @@ def load(args: argparse.Namespace) -> ChatModel:
     folder = Path(args.ckpt or args.hf)
     if not folder.is_dir():
         raise UsageError(f"checkpoint directory {folder} does not exist")
+    run = None
+    if args.ckpt and not (folder / native.CONFIG).is_file():  # a training run or one of its step directories
+        run = native.training_run_of(folder)
+        print(f"loading {native.native_params_dir(folder).parent} of the training run {run}", file=sys.stderr)
     tokenizer_path = Path(args.tokenizer) if args.tokenizer else folder / "tokenizer.json"
-    if not args.tokenizer and not tokenizer_path.is_file():
-        raise UsageError(f"no tokenizer: {folder} has no tokenizer.json; pass --tokenizer PATH")
     try:
-        tokenizer = load_tokenizer(tokenizer_path)
+        if run is not None and not args.tokenizer:
+            tokenizer = run_tokenizer(run)
+        elif not tokenizer_path.is_file() and not args.tokenizer:
+            raise UsageError(f"no tokenizer: {folder} has no tokenizer.json; pass --tokenizer PATH")
+        else:
+            tokenizer = load_tokenizer(tokenizer_path)
     except ValueError as e:  # an unrecognised tokenizer file
         raise UsageError(str(e)) from None
     cfg, model = load_native(folder) if args.ckpt else load_hf(folder)
@@ -159,6 +169,14 @@ def load(args: argparse.Namespace) -> ChatModel:
         raise UsageError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only {cfg.vocab_size}")
     stop_ids = tuple(tokenizer.token_to_id(t) for t in CHAT_STOP_TOKENS)
     return ChatModel(model, tokenizer, ThinkingTokens.from_tokenizer(tokenizer), stop_ids)
+
+
+def run_tokenizer(run: Path) -> Tokenizer:
+    """The tokenizer a training run used: the one its data config names (as the run loop builds it)."""
+    from qwen3jax.data.config import parse_data_config
+    from qwen3jax.data.pipeline import configured_tokenizer
+
+    return configured_tokenizer(parse_data_config(json.loads((run / "config.json").read_text())["data"]))
 
 
 def decoding_kwargs(args: argparse.Namespace, thinking: bool) -> dict:

@@ -88,6 +88,7 @@ def _shard_cache(cache: KVCache) -> KVCache:
         k=tuple(constrain(k, kv_axes) for k in cache.k),
         v=tuple(constrain(v, kv_axes) for v in cache.v),
         segment_ids=constrain(cache.segment_ids, ("batch", None)),
+        positions=constrain(cache.positions, ("batch", None)),
     )
 
 
@@ -98,6 +99,7 @@ def _repeat_rows(cache: KVCache, n: int) -> KVCache:
         k=tuple(jnp.repeat(k, n, axis=1) for k in cache.k),  # [L, B, K, S, H]
         v=tuple(jnp.repeat(v, n, axis=1) for v in cache.v),
         segment_ids=jnp.repeat(cache.segment_ids, n, axis=0),
+        positions=jnp.repeat(cache.positions, n, axis=0),
     )
 
 

@@ -4,12 +4,21 @@ Layout: `<workdir>/checkpoints/<step>/{params, train, data}`; `data` holds each 
 (`process_<i>-of-<n>.json`, grain's checkpoint format, whatever the source). `params` is saved as its own item so a later stage can
 initialise from it without the optimizer (`init_from`). The last `keep` checkpoints are kept; the stage-final one
 is the newest, so it is always among them.
+
+Failures: orbax writes a step into `<step>.orbax-checkpoint-tmp-*` and renames it when complete, so a write cut
+short leaves only that directory: removed when the write fails (a full disk), or on the next start (kill -9). A checkpoint that cannot be
+read back (a truncated or deleted file) is named and moved to `<workdir>/checkpoints-broken/`, and the run resumes
+from the newest one that reads; if none does, the run refuses to start rather than start over.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import pathlib
+import shutil
+from collections.abc import Callable
 from typing import Any
 
 import grain
@@ -18,9 +27,30 @@ import orbax.checkpoint as ocp
 
 from qwen3jax.train.step import TrainState
 
+UNFINISHED = ".orbax-checkpoint-tmp"  # orbax's suffix for a step directory still being written
+ITEMS = {"params": "the weights", "train": "the optimizer state, step and RNG", "data": "the data-iterator position"}
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be written, or no checkpoint of the run can be read; the message says which and what to do."""
+
 
 def _abstract(tree):
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+def describe_failure(error: BaseException) -> str:
+    """One line for an orbax/TensorStore failure: the OS error when there is one (a full disk), else the first line."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            return "the disk is full (No space left on device)"
+        seen = seen.__cause__ or seen.__context__
+    text = str(error).strip() or type(error).__name__
+    if "No space left on device" in text or "RESOURCE_EXHAUSTED" in text and "space" in text:
+        return "the disk is full (No space left on device)"
+    first = text.splitlines()[0]
+    return f"{type(error).__name__}: {first[:300]}{'…' if len(first) > 300 else ''}"
 
 
 class _SourceState:
@@ -40,8 +70,15 @@ class _SourceState:
 
 
 class Checkpointer:
-    def __init__(self, workdir: str | pathlib.Path, *, keep: int, async_save: bool = True):
-        self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
+    def __init__(self, workdir: str | pathlib.Path, *, keep: int, async_save: bool = True,
+                 log: Callable[[str], None] = print):  # fmt: skip
+        self.workdir = pathlib.Path(workdir).absolute()
+        self.directory = self.workdir / "checkpoints"
+        self.log = log
+        self._failed_save: CheckpointError | None = None
+        self._in_flight: int | None = None  # the step of the latest write started (async: maybe still running)
+        if jax.process_index() == 0:
+            self._remove_unfinished_writes()
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
@@ -49,21 +86,55 @@ class Checkpointer:
             ),
         )
 
+    def _remove_unfinished_writes(self) -> None:
+        """An interrupted write holds nothing usable (the step it was writing is redone from the previous
+        checkpoint) and may be what filled the disk."""
+        for path in sorted(self.directory.glob(f"*{UNFINISHED}*")) if self.directory.is_dir() else ():
+            shutil.rmtree(path, ignore_errors=True)
+            self.log(f"removed an unfinished checkpoint write: {path}")
+
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
     def save(self, state: TrainState, source: Any, *, force: bool = False) -> bool:
-        """Save the train state and the batch source's position (its JSON `get_state()`)."""
+        """Start writing checkpoint `state.step` (async: it completes in the background; an error of the previous
+        write surfaces here or in `wait`) — as a CheckpointError naming the step and what is still intact."""
+        step = int(state.step)
         args = ocp.args.Composite(
             params=ocp.args.StandardSave(state.params),
             train=ocp.args.StandardSave({"step": state.step, "opt_state": state.opt_state, "rng": state.rng}),
             data=grain.checkpoint.CheckpointSave(_SourceState(source)),
         )
-        return self.manager.save(int(state.step), args=args, force=force)
+        self.wait()  # orbax waits for the previous write anyway; waiting here first names the step that failed
+        self._in_flight = step
+        with self._reporting_write_failure(step):
+            return self.manager.save(step, args=args, force=force)
 
-    def restore(self, state: TrainState, source: Any, step: int | None = None) -> TrainState:
-        """Restore into the (sharded) layout of `state`; the batch source is restored in place."""
-        step = self.latest_step() if step is None else step
+    def restore(self, state: TrainState, source: Any) -> TrainState | None:
+        """The newest checkpoint that reads back, in the (sharded) layout of `state`; the batch source is restored
+        in place. None when the run has no checkpoint. Unreadable newer ones are moved aside, saying so."""
+        broken = []
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                restored = self._restore(step, state, source)
+            except Exception as e:  # noqa: BLE001 — whatever orbax/TensorStore raise, the checkpoint is unusable
+                broken.append((step, self._unreadable_reason(step, e)))
+                self.log(f"checkpoint {self.directory / str(step)} cannot be read: {broken[-1][1]}")
+                continue
+            for bad_step, _ in broken:
+                self._move_aside(bad_step)
+            self.log(f"resumed from {self.directory / str(step)}")
+            return restored
+        if broken:
+            newest = self.directory / str(broken[0][0])
+            raise CheckpointError(
+                f"no checkpoint in {self.directory} can be read (newest: {newest}: {broken[0][1]}); nothing was "
+                f"changed. To keep its weights with a fresh optimizer and data order, start a new run with "
+                f"--config.init_from={newest} and another --workdir; to start over, move {self.directory} away"
+            )
+        return None
+
+    def _restore(self, step: int, state: TrainState, source: Any) -> TrainState:
         train_target = {"step": state.step, "opt_state": state.opt_state, "rng": state.rng}
         restored = self.manager.restore(
             step,
@@ -78,11 +149,57 @@ class Checkpointer:
             params=restored["params"], step=train["step"], opt_state=train["opt_state"], rng=train["rng"]
         )
 
+    def _unreadable_reason(self, step: int, error: BaseException) -> str:
+        missing = [f"{item}/ ({what})" for item, what in ITEMS.items() if not (self.directory / str(step) / item).is_dir()]
+        if missing:
+            return f"{' and '.join(missing)} missing"
+        return describe_failure(error)
+
+    def _move_aside(self, step: int) -> None:
+        """Keep a broken checkpoint for inspection, out of the way of the step numbers the resumed run writes."""
+        if jax.process_index() == 0:
+            target = self.workdir / "checkpoints-broken" / str(step)
+            suffix = 1
+            while target.exists():
+                target, suffix = target.with_name(f"{step}-{suffix}"), suffix + 1
+            target.parent.mkdir(exist_ok=True)
+            shutil.move(self.directory / str(step), target)
+            self.log(f"moved the unreadable checkpoint {self.directory / str(step)} to {target}")
+        self.manager.reload()
+
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        with self._reporting_write_failure():
+            self.manager.wait_until_finished()
 
     def close(self) -> None:
-        self.manager.close()
+        if self._failed_save is not None:  # reported already; orbax would raise it again while it joins its threads
+            with contextlib.suppress(Exception):
+                self.manager.close()
+            return
+        with self._reporting_write_failure():
+            self.manager.close()
+
+    @contextlib.contextmanager
+    def _reporting_write_failure(self, step: int | None = None):
+        """An orbax write failure (of `step`, or else of the write in flight) as one CheckpointError naming the step,
+        the cause and the newest checkpoint still intact."""
+        step = self._in_flight if step is None else step
+        try:
+            yield
+        except CheckpointError:
+            raise
+        except Exception as e:
+            if self._failed_save is None:
+                self.manager.reload()
+                intact = self.manager.latest_step()
+                kept = (f"the newest complete checkpoint is {self.directory / str(intact)}" if intact is not None
+                        else "no checkpoint is complete")  # fmt: skip
+                self._failed_save = CheckpointError(
+                    f"writing checkpoint {step} to {self.directory} failed: {describe_failure(e)}; {kept}"
+                )
+                if jax.process_index() == 0:  # give the space back now, so the run's last small writes succeed
+                    self._remove_unfinished_writes()
+            raise self._failed_save from e
 
 
 def resolve_init_checkpoint(path: str | pathlib.Path) -> pathlib.Path:

@@ -4,6 +4,8 @@ differs). Every field exists in the returned ConfigDict, so any of them can be o
 
 from __future__ import annotations
 
+import os
+
 import ml_collections
 
 from qwen3jax.model import ModelConfig
@@ -11,6 +13,7 @@ from qwen3jax.model import ModelConfig
 # Which variant runs when the experiment is given no argument: CPU machines get the tiny model on the embedded
 # corpus; accelerators get the full-size default named by the experiment.
 TINY = "tiny"
+TARGET_BACKEND_ENV = "QWEN3JAX_TARGET_BACKEND"
 
 
 def choose_variant(arg: str, full_size_default: str) -> tuple[str, str]:
@@ -19,7 +22,8 @@ def choose_variant(arg: str, full_size_default: str) -> tuple[str, str]:
         return arg, f"asked for {arg!r}"
     import jax
 
-    backend = jax.default_backend()
+    # The backend the run is planned for: `qwen3jax.aot` compiles for TPU slices on a CPU machine.
+    backend = os.environ.get(TARGET_BACKEND_ENV) or jax.default_backend()
     if backend == "cpu":
         return TINY, "no variant given and the backend is CPU"
     return full_size_default, f"no variant given and the backend is {backend}"
@@ -32,8 +36,10 @@ def pretrain_config(stage: str, variant: str, reason: str) -> ml_collections.Con
     c.variant_reason = reason
     tiny = variant.startswith(TINY)  # the CPU-scale presets (tiny, tiny_moe)
     model = ModelConfig.from_preset(variant, rope_theta=10_000.0)  # S1/S2 use base 10k; S3 raises it (ABF)
-    if not tiny:  # accelerators: fp32 weights, bf16 compute, recompute each layer in the backward pass
-        model = model.replace(dtype="bfloat16", remat="full", moe_kernel="ragged" if model.is_moe else model.moe_kernel,
+    if not tiny:  # accelerators: fp32 weights, bf16 compute, recompute each layer in the backward pass, the Pallas
+        # attention kernel on TPU (model/splash.py), grouped matmuls for experts
+        model = model.replace(dtype="bfloat16", remat="full", attention_kernel="auto",
+                              moe_kernel="ragged" if model.is_moe else model.moe_kernel,
                               moe_expert_exchange="auto" if model.is_moe else "none")  # fmt: skip
     c.model = ml_collections.ConfigDict(model.to_dict())
     c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "expert": 1, "context": 1, "tensor": 1})

@@ -20,6 +20,7 @@ a sampler as `sampler(state) -> text` for `samples.txt`. RL adds e.g. the mean v
 from __future__ import annotations
 
 import json
+import math
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -44,7 +45,9 @@ class EvalError(RuntimeError):
 
 @EVALS.register("held_out_loss")
 class HeldOutLoss:
-    """Mean masked next-token cross-entropy over the first `eval.batches` held-out batches of the batch source."""
+    """Mean masked next-token cross-entropy over the first `eval.batches` held-out batches of the batch source, in
+    nats per token (`eval/loss`) and in bits per UTF-8 byte of the predicted text (`eval/bpb`: total nats / ln 2 /
+    bytes, comparable across tokenizers and vocabulary sizes)."""
 
     def __init__(self, trainer: Trainer):
         self._trainer = trainer
@@ -54,27 +57,31 @@ class HeldOutLoss:
         if self._step is None:
             vocab_slices = getattr(self._trainer.loss_fn, "vocab_slices", 1)  # the head as the training loss runs it
             graphdef = state.graphdef
+            byte_lengths = self._trainer.tokenizer.token_byte_lengths
+            vocab = self._trainer.model_cfg.vocab_size
+            token_bytes = jnp.asarray(np.pad(byte_lengths, (0, vocab - len(byte_lengths))))
 
             def eval_step(params, batch):
                 model = nnx.merge(graphdef, params)
                 hidden = model(batch["tokens"], batch["positions"], batch["segment_ids"], head=False)
-                scores, _, valid = next_token_scores(model, hidden, batch, vocab_slices)
-                return jnp.sum(scores.ce * valid), jnp.sum(valid)
+                scores, targets, valid = next_token_scores(model, hidden, batch, vocab_slices)
+                target_bytes = jnp.sum(jnp.where(valid, token_bytes[targets], 0))
+                return jnp.sum(scores.ce * valid), jnp.sum(valid), target_bytes
 
             self._step = jax.jit(eval_step)
         return self._step
 
     def __call__(self, state: TrainState) -> dict[str, float]:
         step = self._compiled(state)
-        total, count = 0.0, 0.0
+        total, count, num_bytes = 0.0, 0.0, 0.0
         for i, batch in enumerate(self._trainer.source.eval_batches()):
             if i >= self._trainer.config.eval.batches:
                 break
-            s, n = step(state.params, batch)
-            total, count = total + float(s), count + float(n)
+            s, n, b = step(state.params, batch)
+            total, count, num_bytes = total + float(s), count + float(n), num_bytes + float(b)
         if not count:
             raise EvalError("the eval split yielded no target tokens; check the data config's held-out sources")
-        return {"eval/loss": total / count, "eval/tokens": count}
+        return {"eval/loss": total / count, "eval/bpb": total / math.log(2) / max(num_bytes, 1.0), "eval/tokens": count}
 
 
 def chat_prompt_ids(tokenizer, record: dict[str, Any], thinking: bool) -> list[int]:

@@ -26,10 +26,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from qwen3jax import runlog
 from qwen3jax.data.pipeline import configured_tokenizer
 from qwen3jax.model import ModelConfig
 from qwen3jax.model.config import describe
 from qwen3jax.model.expert_parallel import describe_exchange
+from qwen3jax.model.splash import resolve_kernel
 from qwen3jax.parallel import make_mesh
 from qwen3jax.train.batch import BatchLayout
 from qwen3jax.train.batch_sources import SOURCES, BatchSource
@@ -38,6 +40,7 @@ from qwen3jax.train.evals import EVALS, SAMPLES, EvalError
 from qwen3jax.train.frozen import load_frozen_models, load_model, weights_kind
 from qwen3jax.train.losses import LOSSES
 from qwen3jax.train.metrics import MetricsWriter, format_duration, plot_curves, read_metrics, truncate_metrics
+from qwen3jax.train.optim import check_optimizer_settings
 from qwen3jax.train.state import create_train_state
 from qwen3jax.train.step import FrozenModel, TrainState, train_step
 
@@ -104,6 +107,19 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
+def make_run_directory(workdir: pathlib.Path) -> None:
+    """mkdir -p, with a one-line error naming the path when it cannot be a run directory."""
+    blocker = next((p for p in (workdir, *workdir.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        where = "is a file" if blocker == workdir else f"lies below the file {blocker}"
+        raise RunStopped(f"the run directory {workdir} {where}; pass another --workdir (WORKDIR=...)")
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunStopped(f"the run directory {workdir} cannot be created ({e.strerror}); pass another --workdir "
+                         f"(WORKDIR=...)") from None  # fmt: skip
+
+
 class Trainer:
     def __init__(self, config: ml_collections.ConfigDict, workdir: str | pathlib.Path, devices=None):
         """`devices`: the devices of the mesh (default: all), e.g. one device for a single-device reference run."""
@@ -130,14 +146,18 @@ class Trainer:
             )
         if config.global_batch % jax.process_count():
             raise ValueError(f"global_batch={config.global_batch} must split evenly over {jax.process_count()} processes")
+        check_optimizer_settings(config.optim)
         self.model_cfg = ModelConfig.from_dict(config.model.to_dict())
+        # "auto" kernels follow the mesh's devices, which are TPUs also when compiling for a slice from a CPU host.
+        platform = self.mesh.devices.flat[0].platform
+        self.model_cfg = self.model_cfg.replace(attention_kernel=resolve_kernel(self.model_cfg.attention_kernel, platform))
         loss_cfg = dict(config.loss)
         self.loss_fn = LOSSES.get(loss_cfg.pop("name"))(**loss_cfg)
         # The loss's batch spec at this run's sizes: the source's batches, the step's shardings and aot follow it.
         self.layout = BatchLayout(self.loss_fn.batch_spec, self.mesh, {"batch": config.global_batch, "seq": config.seq_len})
         self.tokenizer = configured_tokenizer_for(config)
         self._check_vocab()
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        make_run_directory(self.workdir)
         _config_snapshot(self.workdir, config, write=self.primary)
         self.tokens_per_step = config.global_batch * config.seq_len
         self.flops_per_step = self.model_cfg.flops_per_token(config.seq_len) * self.tokens_per_step
@@ -145,7 +165,7 @@ class Trainer:
         cpu = jax.devices()[0].platform == "cpu"
         self.peak_flops = peak_flops_per_device(config.hardware.peak_flops) * (1 if cpu else jax.device_count())
         self.log(f"model: {describe(self.model_cfg)}")
-        self.log(f"mesh: {dict(self.mesh.shape)} over {jax.device_count()} {jax.devices()[0].platform} device(s)")
+        self.log(f"mesh: {dict(self.mesh.shape)} over {self.mesh.size} {self.mesh.devices.flat[0].platform} device(s)")
         m = self.model_cfg
         if m.is_moe and m.moe_expert_exchange != "none" and self.mesh.shape["expert"] > 1:
             token_shards = math.prod(self.mesh.shape[a] for a in ("data", "fsdp", "expert", "context"))
@@ -156,7 +176,7 @@ class Trainer:
 
     def log(self, message: str) -> None:
         if self.primary:
-            print(message, flush=True)
+            runlog.say(message)
 
     # ---- what a run is made of -----------------------------------------------------------------------------------
     def init_state(self) -> TrainState:
@@ -198,11 +218,11 @@ class Trainer:
         self.source = self.batch_source()
         frozen = self.frozen_models()
         self.evaluator = EVALS.get(c.eval.name)(self)
-        ckpt = Checkpointer(self.workdir, keep=c.checkpoint.keep, async_save=c.checkpoint.async_save)
-        resumed = ckpt.latest_step() is not None
+        ckpt = Checkpointer(self.workdir, keep=c.checkpoint.keep, async_save=c.checkpoint.async_save, log=self.log)
+        restored = ckpt.restore(state, self.source)  # the newest checkpoint that reads back, if any
+        resumed = restored is not None
         if resumed:
-            state = ckpt.restore(state, self.source)
-            self.log(f"resumed from {ckpt.directory / str(ckpt.latest_step())}")
+            state = restored
         elif c.init_from:
             state = state.replace(params=self._init_params(state.params))
         step = int(state.step)
@@ -263,6 +283,9 @@ class Trainer:
                 ckpt.wait()
                 if step >= c.steps and c.samples.num:
                     self.write_samples(state)
+                if stop.requested:  # came during the final eval, checkpoint wait or samples: complete, yet signalled
+                    self.stop_signal = stop.requested
+                    self.log(f"{stop.requested} received while the run finished; it is complete")
         finally:
             stop.restore()
             ckpt.close()
@@ -304,7 +327,7 @@ class Trainer:
     def _check_nonfinite(self, in_a_row: int) -> None:
         if in_a_row >= self.config.optim.max_nonfinite_steps:
             raise RunStopped(
-                f"{in_a_row} steps in a row had a non-finite loss or gradient (updates were skipped); lower "
+                f"{in_a_row} steps in a row had a non-finite loss, gradient or update (they were skipped); lower "
                 f"optim.peak_lr or check the data"
             )
 

@@ -93,7 +93,7 @@ class PretrainLoss:
       the global batch before the product `E · Σ f·P` (Qwen3, SPEC §2); with several micro-batches this costs one
       extra forward pass per step to count the routing first. "micro" — HF's per-micro-batch loss, averaged.
     vocab_slices: the LM head and cross-entropy run in this many vocabulary slices (`Qwen3.head`); same loss and
-      gradients, dense bench steps ~3-4% faster on XLA:CPU; 1 = one [B, T, V] logits array.
+      gradients, less memory and (on XLA:CPU) a faster step; 1 = one [B, T, V] logits array.
     """
 
     z_loss: float = 0.0

@@ -42,7 +42,9 @@ def read_metrics(path: pathlib.Path) -> list[dict]:
     if not path.exists():
         return []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        lines = f.read().split("\n")
+    # A last line without its newline is a row whose write was cut short (kill -9): not a row.
+    return [json.loads(line) for line in lines[:-1] if line.strip()]
 
 
 def truncate_metrics(path: pathlib.Path, *, after_step: int) -> None:
@@ -74,6 +76,26 @@ def plot_curves(workdir: pathlib.Path, keys=("train/loss", "eval/loss", "train/l
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def summary_table(rows: list[dict]) -> list[str]:
+    """The final numbers of a run as aligned lines: first and last eval loss (with their ratio) and bits per byte,
+    first and last train loss, tokens and steps. Empty when nothing was logged."""
+    def first_last(key):
+        values = [(r["step"], r[key]) for r in sorted(rows, key=lambda r: r["step"]) if key in r]
+        return (values[0], values[-1]) if values else None
+
+    lines = []
+    if loss := first_last("eval/loss"):
+        (s0, v0), (s1, v1) = loss
+        lines.append(f"  eval loss   {v0:7.4f} (step {s0}) -> {v1:7.4f} (step {s1})   {v1 / v0:.2f}x  nats/token")
+    if bpb := first_last("eval/bpb"):
+        (s0, v0), (s1, v1) = bpb
+        lines.append(f"  eval bpb    {v0:7.4f} (step {s0}) -> {v1:7.4f} (step {s1})   {v1 / v0:.2f}x  bits/byte")
+    if train := first_last("train/loss"):
+        (s0, v0), (s1, v1) = train
+        lines.append(f"  train loss  {v0:7.4f} (step {s0}) -> {v1:7.4f} (step {s1})")
+    return lines
 
 
 def format_duration(seconds: float) -> str:

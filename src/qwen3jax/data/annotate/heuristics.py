@@ -68,18 +68,36 @@ _SCRIPTS = {
 }
 _LATIN = re.compile("[A-Za-z\u00c0-\u024f]")
 
-# The most frequent function words of Latin-script languages; they separate these languages well on a few hundred
-# words of text.
+# The most frequent function words (articles, pronouns, auxiliaries, prepositions, conjunctions) of Latin-script
+# languages. Function words make up a third or more of any sentence, so they separate these languages on a few
+# hundred words of text, and on a single sentence when several distinct ones agree.
 _STOPWORDS = {
-    "en": "the and of to in is that it for with as was on are be this by not or from which an",
-    "de": "der die und das ist nicht ein eine zu den mit sich des auf für dem im auch es von",
-    "fr": "le la les et des est une un du que dans pour pas qui sur au avec ce sont par",
-    "es": "el la los las y de que en es por un una para con del se al como su pero",
-    "it": "il la che di e per un una sono del della non con gli le al nel anche",
-    "pt": "o a os as e de que em um uma para com não do da por se ao dos",
-    "nl": "de het een en van is dat niet op te zijn met voor er aan ook als",
+    "en": "the and of to in is that it for with as was on are be this by not or from which an you he she we they my "
+    "your his her our their me him us them have has had were will would can could should do does did at but all "
+    "there what so if about been no here where when why how who some any into out up over than then now just very",
+    "de": "der die und das ist nicht ein eine zu den mit sich des auf für dem im auch es von ich du er sie wir ihr mich "
+    "dich mir dir uns habe hat haben bin bist sind war waren wird werden kann keine kein noch nach bei aus wie was wo "
+    "wer sehr schon heute aber oder wenn dass doch nur in seit um zum zur vom",
+    "fr": "le la les et des est une un du que dans pour pas qui sur au avec ce sont par je tu il elle nous vous ils "
+    "elles ne mon ma mes ton ta son sa ses avons avez ont suis était où mais ou donc car très aussi cette ces leur "
+    "plus aux",
+    "es": "el la los las y de que en es por un una para con del se al como su pero mi mis yo él ella nosotros ellos "
+    "está están estoy son fue era muy más ya también sé dónde donde cuando porque hay este esta estos esa eso lo le "
+    "nos tengo tiene",
+    "it": "il la che di e per un una sono del della non con gli le al nel anche io lui lei noi voi loro mio mia sul "
+    "sulla dei delle alla è sia ho hai ha abbiamo siamo questo questa quello dove come ma più molto",
+    "pt": "o a os as e de que em um uma para com não do da por se ao dos eu ele ela nós eles meu minha meus seu sua "
+    "está estão sou é foi muito mais já também onde quando porque há este esta isso na no nas nos das à",
+    "nl": "de het een en van is dat niet op te zijn met voor er aan ook als ik jij je hij zij wij mijn weet waar wat "
+    "wie hoe naar gaan heb heeft hebben waren wordt maar nog al dan toch",
 }
 _STOPWORD_SETS = {lang: frozenset(words.split()) for lang, words in _STOPWORDS.items()}
+# A text this short is one or two sentences: it has too few function words for the count threshold of longer texts,
+# so it is labelled when at least two distinct ones of a language make up this share of its words, and it reads as
+# prose: no code line, and letters make up this share of its non-space characters (not a URL or a formula).
+_SHORT_TEXT_WORDS = 30
+_SHORT_TEXT_SHARE = 0.2
+_PROSE_LETTER_SHARE = 0.85
 
 
 class LanguageLabeler(Labeler):
@@ -99,11 +117,21 @@ class LanguageLabeler(Labeler):
             lang, count = max(counts.items(), key=lambda kv: kv[1])
             if count > 0.3 * letters:
                 return {"language": lang}
-        if latin < 20:
+        if latin < 10:
             return {"language": "und"}
         scores = sorted(((_count_words(a, stop), lang) for lang, stop in _STOPWORD_SETS.items()), reverse=True)
         (best, lang), (second, _) = scores[0], scores[1]
-        if best >= 5 and best >= 1.5 * second:
+        if best < 1.5 * second:
+            return {"language": "und"}
+        if best >= 5:
+            return {"language": lang}
+        # One or two sentences of prose (code keywords such as `for`, `in`, `as` are English stopwords).
+        distinct = len(a.counts.keys() & _STOPWORD_SETS[lang])
+        letters = sum(map(str.isalpha, a.sample))
+        prose = letters >= _PROSE_LETTER_SHARE * (len(a.sample) - sum(map(str.isspace, a.sample))) and not any(
+            _CODE_LINE.search(line) for line in a.lines
+        )
+        if prose and a.num_words <= _SHORT_TEXT_WORDS and distinct >= 2 and best >= _SHORT_TEXT_SHARE * a.num_words:
             return {"language": lang}
         return {"language": "und"}
 
