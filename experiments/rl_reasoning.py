@@ -29,7 +29,6 @@ def get_config(arg: str = ""):
         {
             "name": "rollouts",
             "prompts": "embedded:math",  # or a query–verifier JSONL (qwen3jax.data.verifiable)
-            "eval_prompts": "embedded:math",  # its eval split
             "group_size": group_size,
             "max_new_tokens": 48 if tiny else 4096,
             "temperature": 1.0,
@@ -55,9 +54,15 @@ def get_config(arg: str = ""):
     config.optim.schedule = "cosine"
     config.optim.end_lr_ratio = 1.0  # constant rate
     config.optim.weight_decay = 0.0
-    config.eval.name = "held_out_reward"
-    config.eval.every = 10 if tiny else 20
-    config.eval.batches = 2
+    config.eval.update(
+        name="held_out_reward",
+        every=10 if tiny else 20,
+        prompts="embedded:math",  # its eval split
+        num_prompts=16 if tiny else 128,
+        thinking=not tiny,
+        max_new_tokens=48 if tiny else 4096,
+        rewards=[],  # empty: the run's rewards
+    )
     config.log_every = 1
     config.checkpoint.every = 10 if tiny else 20
     config.samples.name = "chat"

@@ -44,6 +44,11 @@ def test_report_counts_equal_the_flaws_drawn(pool_and_validation):
     # A query is dropped as a whole when no sample has the right answer (pass@n = 0).
     zero_pass = sum(all(f == "wrong_answer" for _, f in samples) for samples in drawn)
     assert report["zero_pass_at_n"] == {"think": zero_pass}
+    # The other dropped queries: a right answer among the samples, but none passed every filter.
+    none_passed = sum(not all(f == "wrong_answer" for _, f in samples) and all(f for _, f in samples)
+                      for samples in drawn)  # fmt: skip
+    assert report["no_response_passed"] == {"think": none_passed} and none_passed > 0
+    assert report["kept_queries"] == len(pool) - zero_pass - none_passed
     expected = sum(min(2, sum(f is None for _, f in samples)) for samples in drawn)
     assert report["kept_responses"] == len(records) == expected
     for record in records:

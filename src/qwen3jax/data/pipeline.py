@@ -51,7 +51,7 @@ from qwen3jax.data.conversations import ConversationMaker
 from qwen3jax.data.documents import BlockReader, DocumentMaker, decode_row
 from qwen3jax.data.length_mix import LengthMixIterDataset, LengthMixStats
 from qwen3jax.data.packing import pack_documents, pad_batch
-from qwen3jax.data.sources import HoldoutView, open_source
+from qwen3jax.data.sources import HoldoutView, curation_report, open_source
 from qwen3jax.data.tokenizer import Tokenizer, default_tokenizer, load_tokenizer
 
 TOKEN_SAMPLE = 128  # documents measured per component for weight_unit="tokens"
@@ -116,12 +116,14 @@ class DataIterator(grain.DatasetIterator):
         makers: Mapping[str, DocumentMaker | ConversationMaker],
         length_mix: LengthMixStats | None,
         mean_tokens: Mapping[str, float] | None = None,
+        curation: Mapping[str, dict[str, Any]] | None = None,
     ):
         super().__init__(parent)
         self._trackers = dict(trackers)
         self._makers = dict(makers)
         self._length_mix = length_mix
         self._mean_tokens = dict(mean_tokens or {})
+        self._curation = dict(curation or {})
 
     def __next__(self) -> dict[str, np.ndarray]:
         try:
@@ -159,7 +161,8 @@ class DataIterator(grain.DatasetIterator):
 
     def report(self) -> dict[str, Any]:
         """Bad-input counts (by source and reason, with first offenders), filter counts, measured S3 mix, and the
-        measured mean document lengths behind token-share weights."""
+        measured mean document lengths behind token-share weights, and the curation reports of curated embedded
+        sets (what each query and response filter removed)."""
         out: dict[str, Any] = {
             "bad_input": {name: t.summary() for name, t in self._trackers.items()},
             "filtered": {name: m.filtered for name, m in self._makers.items()},
@@ -171,6 +174,8 @@ class DataIterator(grain.DatasetIterator):
             out["length_mix"] = self._length_mix.summary()
         if self._mean_tokens:  # weight_unit="tokens": what the document weights were derived from
             out["mean_document_tokens"] = self._mean_tokens
+        if self._curation:
+            out["curation"] = self._curation
         return out
 
     def metrics(self) -> dict[str, float]:
@@ -214,6 +219,7 @@ class _Builder:
         self.trackers: dict[str, BadInputTracker] = {}
         self.makers: dict[str, DocumentMaker | ConversationMaker] = {}
         self.mean_tokens: dict[str, float] = {}  # weight_unit="tokens": measured per component
+        self.curation: dict[str, dict[str, Any]] = {}  # curated embedded sets: what their filters removed
 
     def shard(self, comp: ComponentConfig, source: Any) -> grain.MapDataset:
         start, end = shard_bounds(len(source), self.process_index, self.process_count)
@@ -236,10 +242,17 @@ class _Builder:
         self.trackers[comp.name], self.makers[comp.name] = tracker, maker
         return maker
 
+    def open_split(self, comp: ComponentConfig, split: str) -> Any | None:
+        """`_open_split`, noting the curation report of a curated embedded set's training split for the report."""
+        source = _open_split(comp, split)
+        if split == "train" and comp.kind == "embedded" and (report := curation_report(comp.path, split)) is not None:
+            self.curation[comp.name] = report
+        return source
+
     def one_pass(self, comp: ComponentConfig, split: str, *, skip_empty_share: bool = False) -> grain.MapDataset | None:
         """This process's records of one split of a component, in storage order, as documents (or rows); None
         if the component has no records for `split`, or (with `skip_empty_share`) none for this process."""
-        source = _open_split(comp, split)
+        source = self.open_split(comp, split)
         if source is None:
             return None
         start, end = shard_bounds(len(source), self.process_index, self.process_count)
@@ -295,7 +308,7 @@ class _Builder:
         return None if record is None else record[comp.text_key]
 
     def iterator(self, batches: grain.IterDataset, length_mix: LengthMixStats | None = None) -> DataIterator:
-        return DataIterator(batches.__iter__(), self.trackers, self.makers, length_mix, self.mean_tokens)
+        return DataIterator(batches.__iter__(), self.trackers, self.makers, length_mix, self.mean_tokens, self.curation)
 
 
 def build_pretrain_iterator(
@@ -316,7 +329,7 @@ def build_pretrain_iterator(
     streams = []
     for comp in cfg.sources:
         comp_seed = _component_seed(seed, comp.name)
-        records = b.shard(comp, _open_split(comp, "train"))
+        records = b.shard(comp, b.open_split(comp, "train"))
         if mix is None:
             ds = records.shuffle(comp_seed) if cfg.shuffle else records
             streams.append(ds.repeat(None).map(b.maker(comp, records, append_eos=True)).to_iter_dataset(b.read_options))

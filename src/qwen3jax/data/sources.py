@@ -19,6 +19,7 @@ import abc
 import bisect
 import glob
 import gzip
+import importlib
 import mmap
 import os
 import zlib
@@ -253,6 +254,23 @@ class HoldoutView:
         return self._source[index + index // (self._every - 1)]
 
 
+# Embedded chat sets (read with format="chat"): name -> the module whose `source_path(split)` builds it on first use.
+EMBEDDED_CHAT_SETS = {
+    "reasoning_chat": "qwen3jax.data.corpus.chat",  # every problem, worked solution, in both thinking modes
+    "cold_start": "qwen3jax.data.corpus.cold_start",  # the curated long-CoT cold-start set (thinking mode)
+    "thinking_fusion": "qwen3jax.data.corpus.fusion",  # the cold-start set fused with /think and /no_think turns
+}
+
+
+
+def curation_report(path: str, split: str) -> dict[str, Any] | None:
+    """The curation report of an embedded chat set built by curation (its module's `curation_report`), else None."""
+    if str(path) not in EMBEDDED_CHAT_SETS:
+        return None
+    module = importlib.import_module(EMBEDDED_CHAT_SETS[str(path)])
+    return module.curation_report(split) if hasattr(module, "curation_report") else None
+
+
 SOURCE_KINDS = ("arrayrecord", "jsonl", "parquet", "tfds", "embedded", "packed")
 
 
@@ -261,7 +279,7 @@ def open_source(kind: str, path: str | Sequence[str], *, split: str = "train", d
 
     Kinds: `arrayrecord`/`packed` (ArrayRecord files; `packed` holds rows written by `prepare`), `jsonl`, `parquet`,
     `tfds` (dataset directory or name), `embedded` (`path` is an embedded corpus source such as `python_code`, or
-    `reasoning_chat`, the embedded chat SFT set of `corpus/chat.py`).
+    one of the embedded chat sets of `EMBEDDED_CHAT_SETS`).
     """
     if kind in ("arrayrecord", "packed"):
         return ArrayRecordSource(expand_paths(path))
@@ -272,9 +290,10 @@ def open_source(kind: str, path: str | Sequence[str], *, split: str = "train", d
     if kind == "tfds":
         return TfdsSource(str(path), split, data_dir)
     if kind == "embedded":
-        from qwen3jax.data.corpus import build, chat  # pylint: disable=import-outside-toplevel
+        from qwen3jax.data.corpus import build  # pylint: disable=import-outside-toplevel
 
-        if str(path) == chat.CHAT_SOURCE:
-            return ArrayRecordSource([str(chat.source_path(split))])
+        if str(path) in EMBEDDED_CHAT_SETS:
+            module = importlib.import_module(EMBEDDED_CHAT_SETS[str(path)])
+            return ArrayRecordSource([str(module.source_path(split))])
         return ArrayRecordSource([str(build.source_path(str(path), split))])
     raise ValueError(f"unknown source kind {kind!r}; expected one of {SOURCE_KINDS}")

@@ -81,7 +81,8 @@ def s3_config() -> ml_collections.ConfigDict:
 STAGES = {"s1": s1_config, "s2": s2_config, "s3": s3_config}
 
 
-def chat_sft_config() -> ml_collections.ConfigDict:
-    """Chat SFT on the embedded chat set (`corpus/chat.py`): the synthetic problems as conversations in thinking
-    and non-thinking form, assistant-only loss, conversations packed whole (first-fit)."""
-    return _config({"reasoning_chat": _component("reasoning_chat", 1.0, format="chat")}, packing="first_fit")
+def chat_sft_config(source: str = "reasoning_chat") -> ml_collections.ConfigDict:
+    """Chat SFT on an embedded chat set (`sources.EMBEDDED_CHAT_SETS`; by default `corpus/chat.py`'s: the synthetic
+    problems as conversations in thinking and non-thinking form), assistant-only loss, conversations packed whole
+    (first-fit)."""
+    return _config({source: _component(source, 1.0, format="chat")}, packing="first_fit")

@@ -124,6 +124,15 @@ def read_verifiable(
     return records, tracker.summary()
 
 
+def load_verifiable(spec: str, split: str) -> list[dict[str, Any]]:
+    """Query–verifier records: `embedded:<domain>` (the embedded RL sets' `split`) or a JSONL file."""
+    if spec.startswith("embedded:"):
+        from qwen3jax.data.corpus.verifiable import verifiable_records  # pylint: disable=import-outside-toplevel
+
+        return verifiable_records(spec.split(":", 1)[1], split)
+    return read_verifiable(spec)[0]
+
+
 def write_verifiable(records: Sequence[Mapping[str, Any]], path: str | pathlib.Path) -> None:
     """Writes valid records as JSONL; refuses to overwrite an existing file."""
     path = pathlib.Path(path)

@@ -161,13 +161,13 @@ def curate(
         query_reasons["solved_without_thinking"] += len(easy)
         candidates = [q for q in candidates if q.id not in easy]
     passing: dict[str, list[tuple[str, int, str]]] = {}  # query id -> (mode, sample index, response)
-    response_rejected, zero_pass = {}, {}
+    response_rejected, zero_pass, none_passed = {}, {}, {}
     for mode in settings.modes:
         thinking = mode == "think"
         progress(f"teacher {teacher.name}: {settings.n} {mode} samples for {len(candidates)} queries")
         samples = teacher.sample(candidates, settings.n, thinking=thinking) if candidates else []
         reasons_seen: Counter[str] = Counter()
-        zero_pass[mode] = 0
+        zero_pass[mode] = none_passed[mode] = 0
         for q, texts in zip(candidates, samples):
             reasons = [response_filters.rejection(q.prompt, text, q.gold, thinking=thinking) for text in texts]
             reasons_seen.update(r for r in reasons if r)
@@ -175,6 +175,7 @@ def curate(
                 zero_pass[mode] += 1  # pass@n = 0: nothing of this query in this mode
                 continue
             good = [(mode, i, text) for i, (text, r) in enumerate(zip(texts, reasons)) if r is None]
+            none_passed[mode] += not good  # pass@n > 0, but every right answer failed another filter
             passing.setdefault(q.id, []).extend(good[: settings.keep_per_query])
         response_rejected[mode] = {r: reasons_seen[r] for r in filters.RESPONSE_REASONS}
     kept = [{"query": q, "domain": q.domain} for q in candidates if passing.get(q.id)]
@@ -195,6 +196,7 @@ def curate(
     report.update(
         query_rejected={r: query_reasons[r] for r in filters.QUERY_REASONS},
         zero_pass_at_n=zero_pass,
+        no_response_passed=none_passed,
         response_rejected=response_rejected,
         domain_capped=before_balance - len(kept),
         kept_queries=len(kept),

@@ -1,5 +1,6 @@
-"""Reinforcement learning on the shared train step: the `grpo` loss, the `rollouts` batch source and the
-`held_out_reward` evaluation; for reward models the `preference_pairs` source and the `pairwise_accuracy`
-evaluation (the `pairwise` loss is in `train/losses.py`). Registered on import (the run loop imports this package)."""
+"""Reinforcement learning on the shared train step: the `grpo` loss and the `rollouts` batch source; for reward
+models the `preference_pairs` source and the `pairwise_accuracy` evaluation (the `pairwise` loss is in
+`train/losses.py`). Registered on import (the run loop imports this package). The `held_out_reward` evaluation
+lives in `train/evals.py` (SFT phases use it too)."""
 
-from qwen3jax.rl import evals, loss, preference, source  # noqa: F401  (registration)
+from qwen3jax.rl import loss, preference, source  # noqa: F401  (registration)

@@ -26,31 +26,20 @@ from typing import TYPE_CHECKING, Any
 import jax
 import numpy as np
 
-from qwen3jax.chat.template import apply_chat_template
-from qwen3jax.data.verifiable import batch_fields
+from qwen3jax.data.verifiable import batch_fields, load_verifiable
 from qwen3jax.rewards import build_rewards
 from qwen3jax.rl.advantages import group_advantages, overlong_penalty
 from qwen3jax.rl.rows import rollout_rows
 from qwen3jax.sample import generate
 from qwen3jax.sample.budget import ThinkingTokens
 from qwen3jax.train.batch_sources import SOURCES
+from qwen3jax.train.evals import chat_prompt_ids, reply_text
 
 if TYPE_CHECKING:
     from qwen3jax.train.loop import Trainer
     from qwen3jax.train.step import TrainState
 
 OVERLONG = ("none", "filter", "soft")
-
-
-def load_prompts(spec: str, split: str) -> list[dict[str, Any]]:
-    """Query–verifier records: `embedded:<domain>` (the embedded RL sets) or a JSONL file."""
-    if spec.startswith("embedded:"):
-        from qwen3jax.data.corpus.verifiable import verifiable_records
-
-        return verifiable_records(spec.split(":", 1)[1], split)
-    from qwen3jax.data.verifiable import read_verifiable
-
-    return read_verifiable(spec)[0]
 
 
 class PromptStream:
@@ -115,7 +104,6 @@ class RolloutSource:
         max_refills: int = 2,
         overlong: str = "none",
         overlong_cache: int = 32,
-        eval_prompts: str = "",
     ):
         c = trainer.config
         if c.global_batch % group_size:
@@ -136,9 +124,8 @@ class RolloutSource:
         self._dynamic, self._max_refills = dynamic_sampling, max_refills
         self._overlong, self._overlong_cache = overlong, overlong_cache
         self.rewards = build_rewards(list(c.rewards))
-        self._stream = PromptStream(load_prompts(prompts, "train"), seed=c.seed)
+        self._stream = PromptStream(load_verifiable(prompts, "train"), seed=c.seed)
         self._seed = c.seed
-        self.eval_prompts = eval_prompts
         self._rollouts = 0  # rollout batches sampled so far (seeds the sampler)
         self._pending: dict[str, np.ndarray] | None = None  # rows still to train on in this μ cycle
         self._uses_left = 0
@@ -181,15 +168,10 @@ class RolloutSource:
         return {k: v[start : start + share] for k, v in rows.items()}
 
     def prompt_ids(self, record: dict[str, Any]) -> list[int]:
-        messages = record["messages"] if "messages" in record else [{"role": "user", "content": record["prompt"]}]
-        text = apply_chat_template(messages, add_generation_prompt=True, enable_thinking=self.thinking)
-        return self.tokenizer.encode(text)
+        return chat_prompt_ids(self.tokenizer, record, self.thinking)
 
     def completion_text(self, ids) -> str:
-        """The reply as the rewards read it: the think block (generated, or the empty one a non-thinking prompt
-        already holds) and the answer, without the stop token."""
-        text = self.tokenizer.decode([t for t in ids if t not in self.stop_ids])
-        return text if self.thinking else f"<think>\n\n</think>\n\n{text}"
+        return reply_text(self.tokenizer, ids, self.stop_ids, self.thinking)
 
     def _sample(self, state: TrainState, records: list[dict[str, Any]], round_: int) -> list[_Group]:
         prompt_ids = [self.prompt_ids(r) for r in records]

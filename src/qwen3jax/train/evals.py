@@ -5,12 +5,21 @@ a sampler as `sampler(state) -> text` for `samples.txt`. RL adds e.g. the mean v
 
 - `held_out_loss` (pretraining and SFT): the masked next-token cross-entropy over the batch source's held-out rows,
   i.e. over documents for text and over the trained assistant tokens for chat.
+- `held_out_reward` (RL, SFT): greedy replies to held-out query–verifier prompts (`eval.prompts`: `embedded:<domain>`
+  or a JSONL), in the mode `eval.thinking`, scored by `eval.rewards` (the run's `rewards` when empty); reports the
+  mean reward, the accuracy (share of judged replies with the full reward) and writes the first replies to
+  `eval_samples.jsonl`.
+- `thinking_switch` (thinking-mode fusion): the share of greedy replies that follow `/think` (a non-empty think
+  block) and `/no_think` (an empty one) on held-out prompts.
+- `composite`: the evaluators of `eval.parts`, e.g. `["held_out_loss", "held_out_reward"]` for SFT phases that
+  teach answers.
 - samples `text`: greedy continuations of raw prompts; `chat`: greedy replies to user prompts rendered with the
   chat template, in thinking and in non-thinking mode.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +82,142 @@ class HeldOutLoss:
         if not count:
             raise EvalError("the eval split yielded no target tokens; check the data config's held-out sources")
         return {"eval/loss": total / count, "eval/bpb": total / math.log(2) / max(num_bytes, 1.0), "eval/tokens": count}
+
+
+def chat_prompt_ids(tokenizer, record: dict[str, Any], thinking: bool) -> list[int]:
+    """A query–verifier record's prompt rendered with the chat template for generation in the given mode."""
+    from qwen3jax.chat.template import apply_chat_template  # pylint: disable=import-outside-toplevel
+
+    messages = record["messages"] if "messages" in record else [{"role": "user", "content": record["prompt"]}]
+    return tokenizer.encode(apply_chat_template(messages, add_generation_prompt=True, enable_thinking=thinking))
+
+
+def reply_text(tokenizer, ids, stop_ids, thinking: bool) -> str:
+    """A generated reply as the rewards read it: the think block (generated, or the empty one a non-thinking prompt
+    already holds) and the answer, without the stop token."""
+    text = tokenizer.decode([t for t in ids if t not in stop_ids])
+    return text if thinking else f"<think>\n\n</think>\n\n{text}"
+
+
+SHOWN = 4  # replies written to eval_samples.jsonl per evaluation
+
+
+def _write_samples(trainer: Trainer, state: TrainState, rows: list[dict[str, Any]]) -> None:
+    """The first SHOWN rows of an evaluation, with its step, appended to the run's eval_samples.jsonl."""
+    if trainer.primary:
+        with open(trainer.workdir / "eval_samples.jsonl", "a", encoding="utf-8") as f:
+            for row in rows[:SHOWN]:
+                f.write(json.dumps({"step": int(state.step), **row}, ensure_ascii=False) + "\n")
+
+
+@EVALS.register("held_out_reward")
+class HeldOutReward:
+    """The configured rewards of greedy replies to the first `eval.num_prompts` held-out prompts (`eval.prompts`,
+    eval split), generated with up to `eval.max_new_tokens` tokens in mode `eval.thinking`."""
+
+    def __init__(self, trainer: Trainer):
+        from qwen3jax.data.verifiable import load_verifiable  # pylint: disable=import-outside-toplevel
+        from qwen3jax.rewards import build_rewards  # pylint: disable=import-outside-toplevel
+
+        c = trainer.config.eval
+        if not c.get("prompts"):
+            raise EvalError(f"eval.name={c.name} needs eval.prompts (embedded:<domain> or a query–verifier JSONL)")
+        for key in ("num_prompts", "max_new_tokens"):
+            if c.get(key, 0) < 1:
+                raise EvalError(f"eval.name={c.name} needs eval.{key} >= 1, got {c.get(key)}")
+        rewards = list(c.get("rewards") or trainer.config.get("rewards") or [])
+        if not rewards:
+            raise EvalError(f"eval.name={c.name} needs eval.rewards (or the run's rewards), e.g. [{{'name': 'math'}}]")
+        self._trainer, self._thinking, self._max_new = trainer, bool(c.get("thinking", False)), c.max_new_tokens
+        self._rewards = build_rewards(rewards)
+        self._records = load_verifiable(c.prompts, "eval")[: c.num_prompts]
+        tok = trainer.tokenizer
+        self._stop_ids = (tok.token_to_id("<|im_end|>"), tok.eos_id)
+        self._prompt_ids = [chat_prompt_ids(tok, r, self._thinking) for r in self._records]
+
+    def __call__(self, state: TrainState) -> dict[str, float]:
+        from qwen3jax.data.verifiable import batch_fields  # pylint: disable=import-outside-toplevel
+        from qwen3jax.sample import generate  # pylint: disable=import-outside-toplevel
+
+        tok = self._trainer.tokenizer
+        result = generate(state.model(), self._prompt_ids, max_new_tokens=self._max_new, stop_ids=self._stop_ids,
+                          vocab_limit=tok.vocab_size)  # fmt: skip
+        completions = [reply_text(tok, ids, self._stop_ids, self._thinking) for ids in result.tokens]
+        prompts, fields = batch_fields(self._records)
+        scored, _ = self._rewards.score(prompts, completions, **fields)
+        judged = scored.mask
+        if not judged.any():
+            raise EvalError(f"none of the {len(judged)} held-out replies could be judged: {scored.masked_counts()}")
+        scores = scored.scores[judged]
+        metrics = {
+            "eval/reward_mean": float(scores.mean()),
+            "eval/accuracy": float(np.mean(scores >= 1.0)),
+            "eval/masked_frac": float(1 - judged.mean()),
+            "eval/completion_len_mean": float(np.mean(result.lengths)),
+        }
+        _write_samples(self._trainer, state, [
+            {"prompt": p, "completion": c, "reward": float(score) if ok else None}
+            for p, c, score, ok in zip(prompts, completions, scored.scores, judged)
+        ])  # fmt: skip
+        return metrics
+
+
+@EVALS.register("thinking_switch")
+class ThinkingSwitch:
+    """Whether greedy replies follow the `/think` and `/no_think` soft switches: the first `eval.num_prompts`
+    held-out prompts (`eval.prompts`), each once with ` /think` and once with ` /no_think` appended, rendered without
+    `enable_thinking` (the model itself must open the think block). Reports the share of `/no_think` replies that
+    open an empty think block and of `/think` replies that open a non-empty one (text after `<think>` other than
+    `</think>`; the block need not close within `eval.max_new_tokens`)."""
+
+    def __init__(self, trainer: Trainer):
+        from qwen3jax.data.verifiable import load_verifiable  # pylint: disable=import-outside-toplevel
+
+        c = trainer.config.eval
+        if not c.get("prompts") or c.get("num_prompts", 0) < 1 or c.get("max_new_tokens", 0) < 1:
+            raise EvalError(f"eval.name={c.name} needs eval.prompts, eval.num_prompts >= 1 and eval.max_new_tokens >= 1")
+        self._trainer, self._max_new = trainer, c.max_new_tokens
+        tok = trainer.tokenizer
+        self._stop_ids = (tok.token_to_id("<|im_end|>"), tok.eos_id)
+        records = load_verifiable(c.prompts, "eval")[: c.num_prompts]
+        self._flags = [flag for _ in records for flag in ("/think", "/no_think")]
+        self._prompt_ids = [
+            chat_prompt_ids(tok, {"prompt": f"{r['prompt']} {flag}"}, True) for r in records for flag in ("/think", "/no_think")
+        ]
+
+    def __call__(self, state: TrainState) -> dict[str, float]:
+        from qwen3jax.sample import generate  # pylint: disable=import-outside-toplevel
+
+        tok = self._trainer.tokenizer
+        result = generate(state.model(), self._prompt_ids, max_new_tokens=self._max_new, stop_ids=self._stop_ids,
+                          vocab_limit=tok.vocab_size)  # fmt: skip
+        followed = {"/think": [], "/no_think": []}
+        texts = [tok.decode([t for t in ids if t not in self._stop_ids]) for ids in result.tokens]
+        _write_samples(self._trainer, state, [{"flag": f, "completion": t} for f, t in zip(self._flags, texts)])
+        for flag, text in zip(self._flags, texts):
+            text = text.lstrip()
+            inside = text[len("<think>") :].lstrip() if text.startswith("<think>") else None
+            if inside is None or not inside:  # no think block opened, or nothing after it yet: follows neither
+                followed[flag].append(False)
+            else:  # judged by the opening, so a short max_new_tokens suffices
+                followed[flag].append(inside.startswith("</think>") == (flag == "/no_think"))
+        return {"eval/think_nonempty_frac": float(np.mean(followed["/think"])),
+                "eval/no_think_empty_frac": float(np.mean(followed["/no_think"]))}  # fmt: skip
+
+
+@EVALS.register("composite")
+class Composite:
+    """The evaluators named in `eval.parts` (e.g. `["held_out_loss", "held_out_reward"]`: an SFT phase that teaches
+    answers is judged by its held-out loss and its answers), their metrics merged."""
+
+    def __init__(self, trainer: Trainer):
+        parts = list(trainer.config.eval.get("parts") or [])
+        if not parts or "composite" in parts:
+            raise EvalError(f"eval.name=composite needs eval.parts, a list of other evaluators; got {parts}")
+        self._parts = [EVALS.get(name)(trainer) for name in parts]
+
+    def __call__(self, state: TrainState) -> dict[str, float]:
+        return {k: v for part in self._parts for k, v in part(state).items()}
 
 
 def _generate(trainer: Trainer, state: TrainState, prompts: list[list[int]], stop_ids) -> list[list[int]]:
