@@ -18,25 +18,25 @@ from .helpers import tiny_config
 
 
 class _Saved:
-    """A tiny run's state and data iterator, saved at steps 1 and 2 with different weights and data positions."""
+    """A tiny run's state and batch source, saved at steps 1 and 2 with different weights and data positions."""
 
     def __init__(self, workdir: pathlib.Path, steps=(1, 2), async_save=False, trainer=None):
         self.trainer = trainer or Trainer(tiny_config(), workdir)
         self.workdir = workdir
         self.params, self.next_batch = {}, {}
-        state, data = self.trainer.init_state(), self.trainer.data_iterator()
+        state, data = self.trainer.init_state(), self.trainer.batch_source()
         ckpt = Checkpointer(workdir, keep=3, async_save=async_save, log=lambda _: None)
         try:
             for step in steps:
-                next(data)  # each checkpoint holds another data position
+                data.next(state)  # each checkpoint holds another data position
                 state = state.replace(step=state.step + 1, params=jax.tree.map(lambda x: x * 1.5, state.params))
                 self.params[step] = jax.device_get(state.params)
                 ckpt.save(state, data, force=True)
                 ckpt.wait()
-                self.next_batch[step] = next(data)
-                data = self.trainer.data_iterator()  # a fresh iterator, moved to where the saved one was
+                self.next_batch[step] = jax.device_get(data.next(state))
+                data = self.trainer.batch_source()  # a fresh source, moved to where the saved one was
                 for _ in range(step):
-                    next(data)
+                    data.next(state)
         finally:
             ckpt.close()
 
@@ -44,12 +44,12 @@ class _Saved:
         """(restored state, the next batch of the restored iterator, log lines) from a fresh start."""
         lines = []
         ckpt = Checkpointer(self.workdir, keep=3, async_save=False, log=lines.append)
-        data = self.trainer.data_iterator()
+        data = self.trainer.batch_source()
         try:
             state = ckpt.restore(self.trainer.init_state(), data)
         finally:
             ckpt.close()
-        return state, (next(data) if state is not None else None), lines
+        return state, (jax.device_get(data.next(state)) if state is not None else None), lines
 
 
 @pytest.fixture(scope="module")
