@@ -14,6 +14,7 @@ completion ("sandbox_unavailable").
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import json
 import re
@@ -92,7 +93,7 @@ def _score(passed: Sequence[bool], partial: bool) -> float:
 
 
 @dataclasses.dataclass(frozen=True)
-class _CodeReward:
+class _CodeReward(abc.ABC):
     """partial: score the fraction of tests passed instead of all-or-nothing.
     timeout_s, memory_mb: per sandboxed run."""
 
@@ -102,8 +103,9 @@ class _CodeReward:
 
     name = ""
 
+    @abc.abstractmethod
     def judge(self, program: str, tests: Any) -> float | str:
-        raise NotImplementedError
+        """The score of `program` on `tests`, or why it could not be judged (a short tag)."""
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[str], **fields) -> RewardResult:
         tests = column(fields, "tests", len(completions), self.name)
