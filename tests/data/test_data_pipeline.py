@@ -376,12 +376,13 @@ def test_the_report_of_a_resumed_iterator_covers_the_whole_run(write_jsonl, toke
     resumed.set_state(state)
     _take(resumed, 20)
     whole, got = straight.report(), resumed.report()
-    # Equal up to the records read ahead of the saved position, which the resumed reader reads again.
+    # Equal up to read-ahead: both readers run ahead of what was taken by a varying amount (prefetch threads), and
+    # the resumed one reads again what the first had read past its saved position.
     read_ahead = 4
     records = whole["bad_input"]["lakes"]["records"]
     assert records > 100  # several passes over the 60 records
-    assert records <= got["bad_input"]["lakes"]["records"] <= records + read_ahead
-    assert whole["filtered"]["lakes"] <= got["filtered"]["lakes"] <= whole["filtered"]["lakes"] + read_ahead
+    assert abs(got["bad_input"]["lakes"]["records"] - records) <= read_ahead
+    assert abs(got["filtered"]["lakes"] - whole["filtered"]["lakes"]) <= read_ahead
     bad, got_bad = whole["bad_input"]["lakes"]["bad"], got["bad_input"]["lakes"]["bad"]
     assert bad.keys() == got_bad.keys() == {"missing_text", "empty_document"}
     assert all(bad[reason] <= got_bad[reason] <= bad[reason] + 1 for reason in bad)
