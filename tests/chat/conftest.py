@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer
 
+from qwen3jax.data.tokenizer import Tokenizer as ProjectTokenizer
 from tests import qwen3_assets
 
 
@@ -32,6 +33,11 @@ class HFTokenizer:
 
     def token_to_id(self, token: str) -> int | None:
         return self.inner.token_to_id(token)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.inner.decode(ids, skip_special_tokens=False)
+
+    encode_plain = ProjectTokenizer.encode_plain  # special-token strings as text (checked in tests/data)
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,10 @@
 """Token ids and loss mask of a conversation, for SFT / distillation data.
 
-The ids are exactly `tokenizer.encode(apply_chat_template(messages, tools=tools))`. To get them piecewise without
-trusting BPE to respect our boundaries, the rendered text is cut only at the template's special tokens, which the
+The ids are those of `apply_chat_template(messages, tools=tools)` in which the template's markup special tokens are
+control ids and the messages' text is data: a special-token string inside a content, reasoning, tool call or tool
+result is ordinary text (`tokenizer.encode_plain`), so no message can inject a turn boundary or a think block. For
+data without such strings the ids are exactly `tokenizer.encode` of the rendered text. To get them piecewise without
+trusting BPE to respect our boundaries, the rendered text is cut only at the markup's special tokens, which the
 tokenizer matches before BPE and never merges with neighbours. Inside one stretch between special tokens the only
 mask boundary is the start of an assistant body after `assistant\\n`; it is placed by checking that encoding the
 text before it yields a prefix of the stretch's ids (byte-level tokens decode to that text exactly), and an error
@@ -26,9 +29,12 @@ TrainOn = Literal["after_last_query", "last"]
 
 class TokenizerLike(Protocol):
     """What the encoder needs: `encode` without added BOS/EOS, in which special-token strings such as
-    `<|im_start|>` become their single ids, and `token_to_id` (None for an unknown token)."""
+    `<|im_start|>` become their single ids, `encode_plain`, in which they are ordinary text, and `token_to_id` (None
+    for an unknown token)."""
 
     def encode(self, text: str) -> list[int]: ...
+
+    def encode_plain(self, text: str) -> list[int]: ...
 
     def token_to_id(self, token: str) -> int | None: ...
 
@@ -82,15 +88,33 @@ def encode_conversation(
                 "(/no_think or enable_thinking=False); non-thinking answers must have an empty think block"
             )
     pieces = render_pieces(turns, tools=tools)
-    return _encode_pieces(tokenizer, [(text, 1 if turn in chosen else 0, turn) for text, turn in pieces])
+    return _encode_pieces(tokenizer, [(text, int(turn in chosen), turn, data) for text, turn, data in pieces])
 
 
-def _encode_pieces(tokenizer: TokenizerLike, pieces: list[tuple[str, int, int | None]]) -> tuple[list[int], list[int]]:
+def encode_prompt(
+    tokenizer: TokenizerLike,
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+    enable_thinking: bool = True,
+) -> list[int]:
+    """Token ids of a generation prompt (`add_generation_prompt=True`), the messages' text encoded as data."""
+    pieces = render_pieces(parse_messages(messages), tools=tools, add_generation_prompt=True,
+                           enable_thinking=enable_thinking)  # fmt: skip
+    return _encode_pieces(tokenizer, [(text, 0, turn, data) for text, turn, data in pieces])[0]
+
+
+def _encode_pieces(
+    tokenizer: TokenizerLike, pieces: list[tuple[str, int, int | None, bool]]
+) -> tuple[list[int], list[int]]:
     special_ids: dict[str, int] = {}
     tokens: list[int] = []
     mask: list[int] = []
-    stretch: list[tuple[str, int, int | None]] = []  # plain text between two special tokens, in pieces
-    for text, flag, turn in pieces:
+    stretch: list[tuple[str, int, int | None]] = []  # text between two markup special tokens, in pieces
+    for text, flag, turn, data in pieces:
+        if data:  # never cut: its special-token strings are text
+            stretch += [(text, flag, turn)] if text else []
+            continue
         for k, part in enumerate(_SPECIAL_SPLIT.split(text)):
             if k % 2 == 0:  # re.split puts the captured special tokens at odd positions
                 if part:
@@ -110,7 +134,7 @@ def _encode_stretch(tokenizer: TokenizerLike, stretch: list[tuple[str, int, int 
     if not stretch:
         return
     text = "".join(part for part, _, _ in stretch)
-    ids = list(tokenizer.encode(text))
+    ids = list(tokenizer.encode_plain(text))
     done, prefix = 0, ""
     for n, (part, flag, turn) in enumerate(stretch):
         prefix += part
@@ -119,7 +143,7 @@ def _encode_stretch(tokenizer: TokenizerLike, stretch: list[tuple[str, int, int 
         elif stretch[n + 1][1] == flag:
             continue  # no mask boundary here
         else:
-            head = list(tokenizer.encode(prefix))
+            head = list(tokenizer.encode_plain(prefix))
             if head != ids[: len(head)]:
                 owner = turn if flag else stretch[n + 1][2]
                 raise ValueError(

@@ -23,9 +23,11 @@ _TOOLS_OUTRO = (
     "</tool_call><|im_end|>\n"
 )
 
-# A rendered piece of text and, for an assistant turn's body (everything after `<|im_start|>assistant\n` up to and
-# including its `<|im_end|>`), the index of that message; None for everything else. The loss mask is built on this.
-Piece = tuple[str, int | None]
+# A rendered piece of text; for an assistant turn's body (everything after `<|im_start|>assistant\n` up to and
+# including its `<|im_end|>`) the index of that message, None for everything else (the loss mask is built on this);
+# and whether it is message data (contents, reasoning, tool names, arguments and schemas) rather than template markup:
+# special-token strings in data are text, never the control tokens (else a message could inject turn boundaries).
+Piece = tuple[str, int | None, bool]
 
 
 def apply_chat_template(
@@ -42,7 +44,7 @@ def apply_chat_template(
         add_generation_prompt=add_generation_prompt,
         enable_thinking=enable_thinking,
     )
-    return "".join(text for text, _ in pieces)
+    return "".join(text for text, _, _ in pieces)
 
 
 def last_query_index(turns: Sequence[Turn]) -> int:
@@ -84,43 +86,57 @@ def render_pieces(
     first_is_system = turns[0].role == "system"
     pieces: list[Piece] = []
     if tool_texts:
-        system = turns[0].content + "\n\n" if first_is_system else ""
-        tool_lines = "".join("\n" + text for text in tool_texts)
-        pieces.append((f"<|im_start|>system\n{system}{_TOOLS_INTRO}{tool_lines}{_TOOLS_OUTRO}", None))
+        pieces.append(("<|im_start|>system\n", None, False))
+        if first_is_system:
+            pieces += [(turns[0].content, None, True), ("\n\n", None, False)]
+        pieces.append((_TOOLS_INTRO, None, False))
+        for text in tool_texts:
+            pieces += [("\n", None, False), (text, None, True)]
+        pieces.append((_TOOLS_OUTRO, None, False))
     elif first_is_system:
-        pieces.append((f"<|im_start|>system\n{turns[0].content}<|im_end|>\n", None))
+        pieces += _block("system", turns[0].content)
 
     query = last_query_index(turns)
     last = len(turns) - 1
     for i, turn in enumerate(turns):
         if turn.role == "user" or (turn.role == "system" and i > 0):
-            pieces.append((f"<|im_start|>{turn.role}\n{turn.content}<|im_end|>\n", None))
+            pieces += _block(turn.role, turn.content)
         elif turn.role == "assistant":
             body = _assistant_body(turn, after_query=i > query, is_last=i == last)
-            pieces += [("<|im_start|>assistant\n", None), (body + "<|im_end|>", i), ("\n", None)]
+            pieces += [("<|im_start|>assistant\n", None, False), *[(text, i, data) for text, data in body]]
+            pieces += [("<|im_end|>", i, False), ("\n", None, False)]
         elif turn.role == "tool":
             # Consecutive tool results share one user block: open it on the first, close it on the last.
-            opens = i == 0 or turns[i - 1].role != "tool"
-            closes = i == last or turns[i + 1].role != "tool"
-            text = f"\n<tool_response>\n{turn.content}\n</tool_response>"
-            pieces.append((("<|im_start|>user" if opens else "") + text + ("<|im_end|>\n" if closes else ""), None))
+            if i == 0 or turns[i - 1].role != "tool":
+                pieces.append(("<|im_start|>user", None, False))
+            pieces += [("\n<tool_response>\n", None, False), (turn.content, None, True)]
+            pieces.append(("\n</tool_response>", None, False))
+            if i == last or turns[i + 1].role != "tool":
+                pieces.append(("<|im_end|>\n", None, False))
 
     if add_generation_prompt:
-        pieces.append(("<|im_start|>assistant\n" + ("" if enable_thinking else EMPTY_THINK), None))
+        pieces.append(("<|im_start|>assistant\n" + ("" if enable_thinking else EMPTY_THINK), None, False))
     return pieces
 
 
-def _assistant_body(turn: Turn, *, after_query: bool, is_last: bool) -> str:
+def _block(role: str, content: str) -> list[Piece]:
+    return [(f"<|im_start|>{role}\n", None, False), (content, None, True), ("<|im_end|>\n", None, False)]
+
+
+def _assistant_body(turn: Turn, *, after_query: bool, is_last: bool) -> list[tuple[str, bool]]:
+    """The body's (text, is data) parts, up to its `<|im_end|>`."""
     reasoning, content = split_reasoning(turn)
     # The final message always shows a think block (empty if need be); earlier ones after the query only if they
     # carry reasoning. Turns up to the last query lose their reasoning entirely.
     if after_query and (is_last or reasoning):
-        body = "<think>\n" + reasoning.strip("\n") + "\n</think>\n\n" + content.lstrip("\n")
+        body = [("<think>\n", False), (reasoning.strip("\n"), True), ("\n</think>\n\n", False)]
+        body.append((content.lstrip("\n"), True))
     else:
-        body = content
+        body = [(content, True)]
     for j, (name, arguments) in enumerate(turn.tool_calls):
         # The template tests the un-lstripped `content` here, not the text it printed.
         if j > 0 or content:
-            body += "\n"
-        body += '<tool_call>\n{"name": "' + name + '", "arguments": ' + arguments + "}\n</tool_call>"
+            body.append(("\n", False))
+        body += [('<tool_call>\n{"name": "', False), (name, True), ('", "arguments": ', False), (arguments, True)]
+        body.append(("}\n</tool_call>", False))
     return body

@@ -78,7 +78,7 @@ def model_generate(
     system: str | None,
 ) -> Callable[[Sequence[str]], list[str]]:  # fmt: skip
     """A batch generate function of a frozen model loaded once (greedy, through the chat template)."""
-    from qwen3jax.chat import apply_chat_template
+    from qwen3jax.chat import encode_prompt
     from qwen3jax.sample import cli, generate
 
     if (checkpoint is None) == (hf is None):
@@ -89,8 +89,7 @@ def model_generate(
         prompts = []
         for text in texts:
             messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
-            rendered = apply_chat_template(messages, add_generation_prompt=True, enable_thinking=thinking)
-            ids = chat.tokenizer.encode(rendered)
+            ids = encode_prompt(chat.tokenizer, messages, enable_thinking=thinking)  # a reply cannot inject a turn
             context = chat.model.config.max_position_embeddings - max_new_tokens
             prompts.append(ids[-context:] if len(ids) > context else ids)  # keep the end: the response and the ask
         result = generate(

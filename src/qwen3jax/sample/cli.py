@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from qwen3jax.chat import apply_chat_template
+from qwen3jax.chat import encode_prompt
 from qwen3jax.convert import CheckpointError, load_hf, load_native, native
 from qwen3jax.data.tokenizer import Tokenizer, load_tokenizer
 from qwen3jax.model import Qwen3
@@ -99,8 +99,7 @@ class ChatModel:
     stop_ids: tuple[int, ...]  # the end of an assistant turn
 
     def encode_prompt(self, messages: list[dict], thinking: bool) -> list[int]:
-        text = apply_chat_template(messages, add_generation_prompt=True, enable_thinking=thinking)
-        return self.tokenizer.encode(text)
+        return encode_prompt(self.tokenizer, messages, enable_thinking=thinking)
 
     def reply(
         self, prompt_ids: Sequence[int], args: argparse.Namespace, thinking: bool, *, n: int = 1,

@@ -86,10 +86,10 @@ class HeldOutLoss:
 
 def chat_prompt_ids(tokenizer, record: dict[str, Any], thinking: bool) -> list[int]:
     """A query–verifier record's prompt rendered with the chat template for generation in the given mode."""
-    from qwen3jax.chat.template import apply_chat_template  # pylint: disable=import-outside-toplevel
+    from qwen3jax.chat import encode_prompt  # pylint: disable=import-outside-toplevel
 
     messages = record["messages"] if "messages" in record else [{"role": "user", "content": record["prompt"]}]
-    return tokenizer.encode(apply_chat_template(messages, add_generation_prompt=True, enable_thinking=thinking))
+    return encode_prompt(tokenizer, messages, enable_thinking=thinking)
 
 
 def reply_text(tokenizer, ids, stop_ids, thinking: bool) -> str:
@@ -251,18 +251,13 @@ class ChatSamples:
         self._trainer = trainer
 
     def __call__(self, state: TrainState) -> str:
-        from qwen3jax.chat import apply_chat_template  # pylint: disable=import-outside-toplevel
-
         tok = self._trainer.tokenizer
         prompts = list(self._trainer.config.samples.prompts)[: self._trainer.config.samples.num]
         cases = [(p, thinking) for p in prompts for thinking in (True, False)]
-        rendered = [
-            apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, enable_thinking=thinking)
-            for p, thinking in cases
-        ]
         stop = (tok.token_to_id("<|im_end|>"), tok.eos_id)
-        outputs = _generate(self._trainer, state, [tok.encode(r) for r in rendered], stop)
+        prompt_ids = [chat_prompt_ids(tok, {"prompt": p}, thinking) for p, thinking in cases]
+        outputs = _generate(self._trainer, state, prompt_ids, stop)
         return "\n".join(
-            f"--- prompt ({'thinking' if thinking else 'non-thinking'}): {p!r}\n{r}{tok.decode(ids)}\n"
-            for (p, thinking), r, ids in zip(cases, rendered, outputs)
+            f"--- prompt ({'thinking' if thinking else 'non-thinking'}): {p!r}\n{tok.decode(prompt)}{tok.decode(ids)}\n"
+            for (p, thinking), prompt, ids in zip(cases, prompt_ids, outputs)
         )
