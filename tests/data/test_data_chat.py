@@ -43,6 +43,9 @@ class CharTokenizer:
             i += len(special) if special else 1
         return ids
 
+    def encode_plain(self, text: str) -> list[int]:
+        return [ord(c) for c in text]
+
     def token_to_id(self, token: str) -> int | None:
         return self.specials.get(token)
 

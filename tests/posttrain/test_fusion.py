@@ -56,6 +56,9 @@ class ByteTokenizer:
             out += [self.specials[piece]] if piece in self.specials else list(piece.encode())
         return out
 
+    def encode_plain(self, text):
+        return list(text.encode())
+
     def decode(self, ids):
         names = {i: t for t, i in self.specials.items()}
         return b"".join(names[i].encode() if i in names else bytes([i]) for i in ids).decode()
