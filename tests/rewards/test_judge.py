@@ -118,7 +118,8 @@ def test_tiny_random_judge_end_to_end(tiny_judge, kind):
 
 @pytest.mark.slow
 def test_a_run_lends_its_frozen_judge(tiny_judge):
-    """In a run the judge is the run's frozen model: its very weights, sharded on the run's mesh (no copy of its own)."""
+    """In a run the judge is the run's frozen model: its very weights, sharded on the run's mesh (no copy of its
+    own)."""
     import jax
     from flax import nnx
 

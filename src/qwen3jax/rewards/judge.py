@@ -93,7 +93,9 @@ def judge_model(lent: LentModel | None, checkpoint: str | None, hf: str | None, 
     return cli.load(argparse.Namespace(ckpt=checkpoint, hf=hf, tokenizer=tokenizer))
 
 
-def model_generate(chat, *, max_new_tokens: int, thinking: bool, system: str | None) -> Callable[[Sequence[str]], list[str]]:  # fmt: skip
+def model_generate(
+    chat, *, max_new_tokens: int, thinking: bool, system: str | None
+) -> Callable[[Sequence[str]], list[str]]:
     """A batch generate function of a frozen judge `chat` (greedy, through the chat template)."""
     from qwen3jax.chat import apply_chat_template
     from qwen3jax.sample import generate
