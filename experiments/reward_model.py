@@ -5,8 +5,10 @@ The scalar head is the LM head's output row of `loss.head_token` (default: the l
 final hidden state of each sequence's last token (the assistant turn's `<|im_end|>`), so the trained model is an
 ordinary Qwen3 checkpoint: it loads back as a frozen model anywhere, and the `reward_model` reward
 (`rewards/reward_model.py`) scores completions with it in an RL run. Starts from `init_from` (by default the chat
-SFT run); the tiny variant trains on the embedded preference pairs (correct vs corrupted math answers, reference vs
-buggy code, instructions followed vs one violated) and reports pairwise accuracy on their held-out split.
+SFT run); the tiny variant trains on the embedded preference pairs (whole math derivations vs ones stopped early with
+an intermediate value as the answer, reference vs buggy code, instructions followed vs one violated) and reports
+pairwise accuracy on their held-out split. An RL run reads the trained model as a frozen model:
+`frozen: {reward_model: {path: <this run>}}` and the reward `{"name": "reward_model", "frozen": "reward_model"}`.
 """
 
 import ml_collections

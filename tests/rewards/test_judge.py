@@ -114,3 +114,30 @@ def test_tiny_random_judge_end_to_end(tiny_judge, kind):
     assert len(replies) == 3 and all(parse_score(r) is None for r in replies), replies
     assert not result.mask.any()
     assert metrics["reward/judge/masked/unparsable_judge"] == 3
+
+
+@pytest.mark.slow
+def test_a_run_lends_its_frozen_judge(tiny_judge):
+    """In a run the judge is the run's frozen model: its very weights, sharded on the run's mesh (no copy of its
+    own)."""
+    import jax
+    from flax import nnx
+
+    from qwen3jax.data.tokenizer import load_tokenizer
+    from qwen3jax.parallel import make_mesh
+    from qwen3jax.rewards.base import LentModel
+    from qwen3jax.train.frozen import load_frozen_models
+
+    mesh = make_mesh({"fsdp": -1})  # the weights sharded, as a run lays them out
+    frozen = load_frozen_models({"judge": {"path": str(tiny_judge / "native")}}, mesh=mesh,
+                                student=DENSE.replace(vocab_size=512))["judge"]  # fmt: skip
+    lent = LentModel(frozen, str(tiny_judge / "native"), load_tokenizer(tiny_judge / "tokenizer.json"))
+    with pytest.raises(ValueError, match="there is no run here"):
+        build_rewards([{"name": "judge", "frozen": "judge"}])
+    in_run = build_rewards([{"name": "judge", "frozen": "judge", "max_new_tokens": 4}], lend={"judge": lent}.get)
+    judge = in_run.rewards[0]
+    held = jax.tree.leaves(nnx.state(judge.chat.model, nnx.Param))
+    assert {id(x) for x in held} == {id(x) for x in jax.tree.leaves(frozen.params)}
+    assert all(x.sharding.mesh == mesh for x in held)
+    result, metrics = in_run.score(["What is 2+2?"] * 2, ["</think>4", "</think>five"], reference=["4"] * 2)
+    assert len(judge.replies) == 2 and metrics["reward/judge/judged"] == result.mask.mean()

@@ -25,6 +25,10 @@ def final(answer: str) -> str:
         (r"\boxed{4, -3}", "-3, 4"),
         (r"50\%", "0.5"),
         (r"\boxed{2^{2} \times 3}", "2^2 × 3"),
+        (r"\boxed{5\text{ cm}}", "5"),  # units stripped
+        (r"\boxed{[1, 3)}", "[1,3)"),  # intervals
+        (r"\boxed{(-\infty, 2]}", r"x \le 2"),
+        (r"\boxed{(2, \infty)}", r"(2,\infty)"),  # an interval to infinity
     ],
 )
 def test_equivalent_answers_match(answer, gold):
@@ -37,6 +41,7 @@ def test_equivalent_answers_match(answer, gold):
         (final("2"), "12"),  # no loose substring matching
         (final("12"), "2"),
         (final("(-2, 3)"), "(3, -2)"),  # an ordered pair is not a set
+        (final(r"\boxed{(1, 3)}"), "[1,3)"),  # an open end is not a closed one
         ("<think>\nSo the answer is 12.\n</think>\n\nI am not sure.", "12"),  # answer only inside the think block
         ("<think>\nThe answer is \\boxed{12}", "12"),  # think block never closed: no final answer
         ("<think>\n\\boxed{12}\n</think>\n\n\\boxed{13}", "12"),

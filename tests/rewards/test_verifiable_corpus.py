@@ -66,3 +66,27 @@ def test_preference_pairs_are_labelled_by_the_verifiers():
     assert ifeval(prompts, [p["rejected"] for p in instruction], **fields).scores.tolist() == [0.0] * 128
     for pair in random.Random(1).sample([p for p in pairs if p["domain"] == "math"], 8):
         assert (verify_answer(pair["chosen"], pair["gold"]), verify_answer(pair["rejected"], pair["gold"])) == (1, 0)
+
+
+def test_a_derivation_stops_early_at_an_intermediate_value_that_is_not_the_answer():
+    solution = "First a = 2 + 3 = 5.\nThen b = 25 ≡ 18 (mod 7).\nSo c = 4 + 3 = 7.\nCheck: 7 = 7."
+    drawn = {verifiable._stopped_early(solution, "7", random.Random(seed)) for seed in range(30)}
+    # The kept lines and the first number after their last = or ≡; the third cut arrives at the answer: never drawn.
+    assert drawn == {("First a = 2 + 3 = 5.", "5"), ("First a = 2 + 3 = 5.\nThen b = 25 ≡ 18 (mod 7).", "18")}
+    # Without = or ≡ the value is the last number of the kept lines.
+    assert verifiable._stopped_early("We have 3 pears and 12 apples.\nSo x = 3.", "3", random.Random(0)) == (
+        "We have 3 pears and 12 apples.", "12"
+    )
+    assert verifiable._stopped_early("We have 12 apples and 3 pears.\nSo x = 3.", "3", random.Random(0)) is None
+
+
+def test_math_pairs_are_a_whole_derivation_against_its_beginning():
+    stopped = 0
+    for pair in [p for p in verifiable.preference_pairs("eval") if p["domain"] == "math"]:
+        chosen, rejected = (pair[side].removeprefix("<think>\n\n</think>\n\n").split("\n\nThe final answer is ")
+                            for side in ("chosen", "rejected"))  # fmt: skip
+        assert chosen[1] == f"$\\boxed{{{pair['gold']}}}$." != rejected[1]
+        whole, begun = chosen[0].splitlines(), rejected[0].splitlines()
+        assert begun == whole[: len(begun)]  # the same steps, fewer of them (all of them: a digit of the answer)
+        stopped += len(begun) < len(whole)
+    assert stopped >= 0.95 * 128

@@ -1,18 +1,20 @@
 """The reward model: the pairwise loss against the Bradley–Terry formula in NumPy (value, gradient sign, padding rows,
 micro-batch additivity), the reward read at each sequence's last token, the pair source's rows and exact resume,
-and (slow) a tiny trained reward model that ranks held-out pairs: through its evaluator and as the registered
-`reward_model` reward loaded from its run directory."""
+and (slow) a tiny trained reward model that ranks held-out pairs: through its evaluator, and as the registered
+`reward_model` reward reading a run's frozen model (on the run's mesh, shared with the train step) or, outside a run,
+its run directory."""
 
 import json
 import types
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
 from experiments import reward_model, sft_chat
-from qwen3jax.rewards import REWARDS, build_reward
+from qwen3jax.rewards import REWARDS, build_reward, build_rewards
 from qwen3jax.rl.preference import PreferencePairSource, completion_tokens
 from qwen3jax.train.loop import Trainer, configured_tokenizer_for
 from qwen3jax.train.losses import LOSSES, last_token_index, sequence_rewards
@@ -141,23 +143,35 @@ def test_the_reward_refuses_a_run_that_is_not_a_reward_model(tmp_path):
         REWARDS.get("reward_model")(checkpoint=str(tmp_path))
 
 
-# Measured (150 steps of this config, seq 256, d=64; the embedded held-out pairs): accuracy 0.818 overall, code
-# 0.922, instruction 0.969, math 0.562. The issue's 0.9 overall is out of reach at a CI-sized budget because the math
-# pairs' answers differ in one digit of a computed result, which a 2-layer model does not learn in 150 steps (math
-# stays near chance); the thresholds sit below the measurement, and math is only reported.
-MIN_ACCURACY = {"all": 0.75, "code": 0.85, "instruction": 0.85}
+def test_a_frozen_reward_model_is_asked_of_a_run():
+    with pytest.raises(ValueError, match="names a run's frozen model, and there is no run here"):
+        build_reward({"name": "reward_model", "frozen": "reward_model"})
+    with pytest.raises(ValueError, match="exactly one of them"):
+        REWARDS.get("reward_model")()
+
+
+# Measured (100 steps of this config, seq 256, d=64, from random weights; the embedded held-out pairs): accuracy
+# 0.977 overall, code 0.961, instruction 0.977, math 0.992 (math pairs: a whole derivation vs one stopped early with
+# an intermediate value as its answer; 0.56 when they differed in one digit of the answer). The issue asks for 0.9
+# overall; each domain must clear 0.85.
+MIN_ACCURACY = {"all": 0.9, "code": 0.85, "instruction": 0.85, "math": 0.85}
+STEPS = 100
+
+
+def _tiny_reward_model_config():
+    config = reward_model.get_config("tiny")
+    config.model.update(TINY_MODEL, vocab_size=8192, hidden_size=64, intermediate_size=128)
+    config.init_from = ""
+    config.seq_len, config.global_batch, config.steps, config.log_every = 256, 16, STEPS, 50
+    config.eval.every, config.checkpoint.every = STEPS, STEPS
+    config.optim.peak_lr = 3e-3
+    return config
 
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("reward_model")
-    config = reward_model.get_config("tiny")
-    config.model.update(TINY_MODEL, vocab_size=8192, hidden_size=64, intermediate_size=128)
-    config.init_from = ""
-    config.seq_len, config.global_batch, config.steps, config.log_every = 256, 16, 150, 50
-    config.eval.every, config.checkpoint.every = 150, 150
-    config.optim.peak_lr = 3e-3
-    Trainer(config, run).run()
+    Trainer(_tiny_reward_model_config(), run).run()
     return run
 
 
@@ -166,24 +180,42 @@ def test_a_tiny_reward_model_ranks_held_out_pairs(trained_run):
     rows = [json.loads(line) for line in open(trained_run / "metrics.jsonl")]
     evals = {r["step"]: r for r in rows if "eval/pairwise_accuracy" in r}
     assert evals[0]["eval/pairs"] == 384
-    final = evals[150]
+    final = evals[STEPS]
     for domain, threshold in MIN_ACCURACY.items():
         assert final["eval/pairwise_accuracy" + ("" if domain == "all" else f"/{domain}")] > threshold, final
-    assert evals[150]["eval/pairwise"] < evals[0]["eval/pairwise"] - 0.3
+    assert final["eval/pairwise"] < evals[0]["eval/pairwise"] - 0.3
 
 
-@pytest.mark.slow
-def test_the_trained_reward_model_scores_completions_as_a_registered_reward(trained_run):
-    from qwen3jax.data.corpus.verifiable import preference_pairs
-
-    _, weight, reward = build_reward({"name": "reward_model", "checkpoint": str(trained_run), "batch_size": 32})
-    assert weight == 1.0 and reward.max_len == 128
-    pairs = preference_pairs("eval")[::4]  # every domain, a quarter of the held-out pairs
+def _accuracy(reward, pairs) -> dict[str, float]:
     prompts = [p["prompt"] for p in pairs]
     chosen = reward(prompts, [p["chosen"] for p in pairs])
     rejected = reward(prompts, [p["rejected"] for p in pairs])
     assert chosen.mask.all() and rejected.mask.all()
     correct = chosen.scores > rejected.scores
     domains = np.array([p["domain"] for p in pairs])
-    accuracy = {"all": correct.mean(), **{d: correct[domains == d].mean() for d in ("code", "instruction", "math")}}
+    return {"all": correct.mean(), **{d: correct[domains == d].mean() for d in ("code", "instruction", "math")}}
+
+
+@pytest.mark.slow
+def test_the_trained_reward_model_scores_completions_as_a_frozen_model_of_the_run(trained_run, tmp_path):
+    from qwen3jax.data.corpus.verifiable import preference_pairs
+
+    config = _tiny_reward_model_config()
+    config.frozen = ml_collections.ConfigDict({"reward_model": {"path": str(trained_run)}})
+    trainer = Trainer(config, tmp_path / "run")
+    rewards = build_rewards([{"name": "reward_model", "frozen": "reward_model", "batch_size": 32}],
+                            lend=trainer.lend_frozen)  # fmt: skip
+    reward = rewards.rewards[0]
+    frozen = trainer.frozen_models()["reward_model"]  # what the train step gets: the reward holds no copy of its own
+    assert reward.model is frozen and reward.max_len == 128 and reward.tokenizer is trainer.tokenizer
+    assert all(leaf.sharding.mesh == trainer.mesh for leaf in jax.tree.leaves(frozen.params))
+    with pytest.raises(ValueError, match="add frozen.judge.path"):
+        trainer.lend_frozen("judge")
+    pairs = preference_pairs("eval")[::4]  # every domain, a quarter of the held-out pairs
+    accuracy = _accuracy(reward, pairs)
     assert all(accuracy[domain] > threshold for domain, threshold in MIN_ACCURACY.items()), accuracy
+    # Outside a run the same weights load from the run directory on the default device and score the same.
+    _, _, alone = build_reward({"name": "reward_model", "checkpoint": str(trained_run), "batch_size": 32})
+    some = [p["chosen"] for p in pairs[:8]]
+    prompts = [p["prompt"] for p in pairs[:8]]
+    np.testing.assert_allclose(alone(prompts, some).scores, reward(prompts, some).scores, rtol=1e-5, atol=1e-5)

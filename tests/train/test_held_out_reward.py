@@ -23,7 +23,8 @@ def _trainer(tmp_path, **eval_overrides):
          "rewards": []}  # fmt: skip
     )
     config.eval.update(eval_overrides)
-    return types.SimpleNamespace(config=config, tokenizer=default_tokenizer(8192), workdir=tmp_path, primary=True)
+    return types.SimpleNamespace(config=config, tokenizer=default_tokenizer(8192), workdir=tmp_path, primary=True,
+                                 lend_frozen=None)  # no model-based reward here
 
 
 def _fake_generate(right: set[int], golds: list[str], tok, calls: list):

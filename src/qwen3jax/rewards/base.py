@@ -13,11 +13,14 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from qwen3jax.registry import Registry
+
+if TYPE_CHECKING:
+    from qwen3jax.train.step import FrozenModel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +77,21 @@ class Reward(Protocol):
 REWARDS: Registry[Callable[..., Reward]] = Registry("reward")
 
 
+@dataclasses.dataclass(frozen=True)
+class LentModel:
+    """A frozen model a run lends a model-based reward: its weights as the run loaded them (`train/frozen.py`: on the
+    run's mesh, with the trained model's shardings, shared with the train step), the path they came from, and the
+    tokenizer to read completions with (a frozen model shares the trained model's vocabulary)."""
+
+    frozen: FrozenModel
+    path: str
+    tokenizer: Any
+
+
+# The run's frozen model of a name, lent to a reward; given to `build_rewards` by whoever holds the run's models.
+Lender = Callable[[str], LentModel]
+
+
 def column(fields: Mapping[str, Sequence[Any]], name: str, n: int, reward: str) -> Sequence[Any]:
     """A per-completion field, checked to be present and as long as the batch (a clear error, not a crash later)."""
     if name not in fields:
@@ -116,14 +134,20 @@ class WeightedRewards:
         return self.score(prompts, completions, **fields)[0]
 
 
-def build_reward(spec: Mapping[str, Any]) -> tuple[str, float, Reward]:
-    """(label, weight, reward) from `{"name", "weight" (default 1), "label" (default the name), **options}`."""
+def build_reward(spec: Mapping[str, Any], lend: Lender | None = None) -> tuple[str, float, Reward]:
+    """(label, weight, reward) from `{"name", "weight" (default 1), "label" (default the name), **options}`.
+    `frozen: <name>` asks for the run's frozen model of that name, which `lend` provides (as the reward's `lent`)."""
     options = dict(spec)
     if "name" not in options:
         raise ValueError(f"a reward entry needs a 'name'; got {sorted(options)}")
     name = options.pop("name")
     weight = float(options.pop("weight", 1.0))
     label = options.pop("label", name)
+    if "frozen" in options:
+        if lend is None:
+            raise ValueError(f"reward {name!r}: frozen={options['frozen']!r} names a run's frozen model, and there "
+                             f"is no run here; load the model from a path instead (e.g. checkpoint=)")  # fmt: skip
+        options["lent"] = lend(options.pop("frozen"))
     try:
         reward = REWARDS.get(name)(**options)
     except TypeError as e:
@@ -131,9 +155,10 @@ def build_reward(spec: Mapping[str, Any]) -> tuple[str, float, Reward]:
     return label, weight, reward
 
 
-def build_rewards(specs: Sequence[Mapping[str, Any]]) -> WeightedRewards:
-    """The weighted rewards of an experiment's `rewards` list (ConfigDicts or dicts)."""
-    built = [build_reward(s.to_dict() if hasattr(s, "to_dict") else s) for s in specs]
+def build_rewards(specs: Sequence[Mapping[str, Any]], lend: Lender | None = None) -> WeightedRewards:
+    """The weighted rewards of an experiment's `rewards` list (ConfigDicts or dicts); `lend` gives the run's frozen
+    models to the rewards that name one (`frozen: <name>`)."""
+    built = [build_reward(s.to_dict() if hasattr(s, "to_dict") else s, lend) for s in specs]
     if not built:
         raise ValueError("no rewards configured")
     labels = [label for label, _, _ in built]

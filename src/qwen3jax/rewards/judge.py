@@ -5,8 +5,11 @@ The score is parsed robustly (`parse_score`): the last labelled score ("Score: 7
 "Rating: 7.5"), else the last "N/10", else a reply that is nothing but a number. A reply without a score in range
 masks the completion ("unparsable_judge") and is counted; scores map linearly to [0, 1].
 
-The judge is a native checkpoint (`checkpoint=`) or an HF folder (`hf=`), loaded once, generating greedily in
-non-thinking mode by default; tests and remote judges pass `generate=` (a function from prompt texts to replies).
+In a run the judge is one of the run's frozen models (`frozen: {judge: {path: ...}}` and `{"name": "judge", "frozen":
+"judge"}`: on the run's mesh, loaded once, sharing the trained model's tokenizer); a judge with a tokenizer of its own,
+or one used outside a run, is a native checkpoint (`checkpoint=`) or an HF folder (`hf=`) loaded by itself. It
+generates greedily in non-thinking mode by default; tests and remote judges pass `generate=` (a function from prompt
+texts to replies).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import string
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from qwen3jax.rewards.base import REWARDS, RewardResult, column
+from qwen3jax.rewards.base import REWARDS, LentModel, RewardResult, column
 from qwen3jax.rewards.format import final_answer
 
 DEFAULT_SYSTEM = "You are a strict, fair grader of answers."
@@ -73,17 +76,29 @@ def question_text(prompt: Any) -> str:
     return users[-1]
 
 
-def model_generate(
-    *, checkpoint: str | None, hf: str | None, tokenizer: str | None, max_new_tokens: int, thinking: bool,
-    system: str | None,
-) -> Callable[[Sequence[str]], list[str]]:  # fmt: skip
-    """A batch generate function of a frozen model loaded once (greedy, through the chat template)."""
-    from qwen3jax.chat import encode_prompt
-    from qwen3jax.sample import cli, generate
+def judge_model(lent: LentModel | None, checkpoint: str | None, hf: str | None, tokenizer: str | None):
+    """The judge as a `sample.cli.ChatModel`: the run's frozen model `lent` (its weights as the run holds them, no
+    copy), or a native checkpoint / HF folder loaded by itself."""
+    from flax import nnx
 
-    if (checkpoint is None) == (hf is None):
-        raise ValueError("the judge needs exactly one of checkpoint= (native) or hf= (HF folder)")
-    chat = cli.load(argparse.Namespace(ckpt=checkpoint, hf=hf, tokenizer=tokenizer))
+    from qwen3jax.sample import cli
+
+    if sum(x is not None for x in (lent, checkpoint, hf)) != 1:
+        raise ValueError("the judge needs exactly one of frozen= (a run's frozen model), checkpoint= (native) or hf= "
+                         "(HF folder)")  # fmt: skip
+    if lent is not None:
+        if tokenizer is not None:
+            raise ValueError("judge: a frozen model reads the run's tokenizer; tokenizer= is for checkpoint=/hf=")
+        return cli.chat_model(nnx.merge(lent.frozen.graphdef, lent.frozen.params), lent.tokenizer)
+    return cli.load(argparse.Namespace(ckpt=checkpoint, hf=hf, tokenizer=tokenizer))
+
+
+def model_generate(
+    chat, *, max_new_tokens: int, thinking: bool, system: str | None
+) -> Callable[[Sequence[str]], list[str]]:
+    """A batch generate function of a frozen judge `chat` (greedy, through the chat template)."""
+    from qwen3jax.chat import encode_prompt
+    from qwen3jax.sample import generate
 
     def run(texts: Sequence[str]) -> list[str]:
         prompts = []
@@ -105,13 +120,15 @@ def model_generate(
 class JudgeReward:
     """Score in [0, 1] from a frozen judge comparing the final answer with the record's `reference` field.
 
-    Options (all from the experiment config): `checkpoint` or `hf` (+ `tokenizer` when the folder has none),
+    Options (all from the experiment config): `frozen` (in a run: the name of the run's frozen model that judges;
+    `build_reward` resolves it to `lent`), or `checkpoint` or `hf` (+ `tokenizer` when the folder has none),
     `template` (with {question}, {reference}, {response}, {low}, {high}), `system`, `low`/`high` (the score
     range asked for), `max_new_tokens`, `thinking` (let the judge think first), `batch_size`; or `generate`.
     """
 
     def __init__(
-        self, *, checkpoint: str | None = None, hf: str | None = None, tokenizer: str | None = None,
+        self, *, lent: LentModel | None = None, checkpoint: str | None = None, hf: str | None = None,
+        tokenizer: str | None = None,
         generate: Callable[[Sequence[str]], list[str]] | None = None, template: str = DEFAULT_TEMPLATE,
         system: str | None = DEFAULT_SYSTEM, low: int = 0, high: int = 10, max_new_tokens: int = 128,
         thinking: bool = False, batch_size: int = 8, reference_field: str = "reference",
@@ -123,13 +140,12 @@ class JudgeReward:
                              f"{sorted(fields)}")  # fmt: skip
         if not low < high or batch_size < 1:
             raise ValueError(f"need low < high and batch_size >= 1, got {low}, {high}, {batch_size}")
+        self.chat = None  # the judge model, when it is one of ours
         if generate is None:
-            generate = model_generate(
-                checkpoint=checkpoint, hf=hf, tokenizer=tokenizer, max_new_tokens=max_new_tokens, thinking=thinking,
-                system=system,
-            )  # fmt: skip
-        elif checkpoint or hf:
-            raise ValueError("pass either a judge model (checkpoint=/hf=) or generate=, not both")
+            self.chat = judge_model(lent, checkpoint, hf, tokenizer)
+            generate = model_generate(self.chat, max_new_tokens=max_new_tokens, thinking=thinking, system=system)
+        elif checkpoint or hf or lent:
+            raise ValueError("pass either a judge model (frozen=/checkpoint=/hf=) or generate=, not both")
         self.generate, self.template = generate, template
         self.low, self.high, self.batch_size, self.reference_field = low, high, batch_size, reference_field
         self.replies: list[str] = []  # the last batch's judge replies, for logging samples

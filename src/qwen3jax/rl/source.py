@@ -123,7 +123,7 @@ class RolloutSource:
         self._scale, self._mu = advantage_scale, updates_per_rollout
         self._dynamic, self._max_refills = dynamic_sampling, max_refills
         self._overlong, self._overlong_cache = overlong, overlong_cache
-        self.rewards = build_rewards(list(c.rewards))
+        self.rewards = build_rewards(list(c.rewards), lend=trainer.lend_frozen)
         self._stream = PromptStream(load_verifiable(prompts, "train"), seed=c.seed)
         self._seed = c.seed
         self._rollouts = 0  # rollout batches sampled so far (seeds the sampler)

@@ -166,6 +166,11 @@ def load(args: argparse.Namespace) -> ChatModel:
     cfg, model = load_native(folder) if args.ckpt else load_hf(folder)
     if tokenizer.vocab_size > cfg.vocab_size:
         raise UsageError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only {cfg.vocab_size}")
+    return chat_model(model, tokenizer)
+
+
+def chat_model(model: Qwen3, tokenizer: Tokenizer) -> ChatModel:
+    """A loaded model and its tokenizer, with the chat's stop and thinking ids."""
     stop_ids = tuple(tokenizer.token_to_id(t) for t in CHAT_STOP_TOKENS)
     return ChatModel(model, tokenizer, ThinkingTokens.from_tokenizer(tokenizer), stop_ids)
 

@@ -129,7 +129,7 @@ class HeldOutReward:
         if not rewards:
             raise EvalError(f"eval.name={c.name} needs eval.rewards (or the run's rewards), e.g. [{{'name': 'math'}}]")
         self._trainer, self._thinking, self._max_new = trainer, bool(c.get("thinking", False)), c.max_new_tokens
-        self._rewards = build_rewards(rewards)
+        self._rewards = build_rewards(rewards, lend=trainer.lend_frozen)
         self._records = load_verifiable(c.prompts, "eval")[: c.num_prompts]
         tok = trainer.tokenizer
         self._stop_ids = (tok.token_to_id("<|im_end|>"), tok.eos_id)

@@ -33,6 +33,7 @@ from qwen3jax.model.config import describe
 from qwen3jax.model.expert_parallel import describe_exchange
 from qwen3jax.model.splash import resolve_kernel
 from qwen3jax.parallel import make_mesh
+from qwen3jax.rewards.base import LentModel
 from qwen3jax.train.batch import BatchLayout
 from qwen3jax.train.batch_sources import SOURCES, BatchSource
 from qwen3jax.train.checkpoint import Checkpointer, check_same_shapes, load_params, resolve_init_checkpoint
@@ -127,6 +128,7 @@ class Trainer:
         self.workdir = pathlib.Path(workdir)
         self.primary = jax.process_index() == 0
         self.stop_signal: str | None = None  # the signal that stopped the run early, if one did
+        self._frozen: dict[str, FrozenModel] | None = None  # loaded on first use (`frozen_models`)
         for key in ("steps", "log_every", "checkpoint.every", "checkpoint.keep", "global_batch", "seq_len"):
             if _lookup(config, key) < 1:
                 raise ValueError(f"config.{key} must be >= 1, got {_lookup(config, key)}")
@@ -204,10 +206,20 @@ class Trainer:
         return SOURCES.get(options.pop("name"))(self, **options)
 
     def frozen_models(self) -> dict[str, FrozenModel]:
-        frozen = load_frozen_models(self.config.frozen.to_dict(), mesh=self.mesh, student=self.model_cfg)
-        for name in frozen:
-            self.log(f"frozen model {name}: {self.config.frozen[name].path}")
-        return frozen
+        """The config's frozen models on the mesh, loaded once: the train step and the rewards share them."""
+        if self._frozen is None:
+            self._frozen = load_frozen_models(self.config.frozen.to_dict(), mesh=self.mesh, student=self.model_cfg)
+            for name in self._frozen:
+                self.log(f"frozen model {name}: {self.config.frozen[name].path}")
+        return self._frozen
+
+    def lend_frozen(self, name: str) -> LentModel:
+        """The frozen model `name` for a model-based reward (`{"name": ..., "frozen": name}` in a rewards list)."""
+        frozen = self.frozen_models()
+        if name not in frozen:
+            raise ValueError(f"a reward asks for the frozen model {name!r}, but config.frozen holds {sorted(frozen)}; "
+                             f"add frozen.{name}.path")  # fmt: skip
+        return LentModel(frozen[name], str(self.config.frozen[name].path), self.tokenizer)
 
     # ---- loop ---------------------------------------------------------------------------------------------------
     def run(self) -> dict[str, float]:

@@ -6,8 +6,9 @@
 - `code`: small function-writing tasks from parametrised families, with assert tests (`code_tests`) and the
   same behaviour as stdin/stdout cases (`code_io`); expected values come from a trusted reference implementation.
 - `instruction`: writing prompts with 1-3 compatible checkable constraints (`ifeval`).
-- `preference_pairs()`: chosen/rejected completions: correct vs corrupted math answers, correct vs buggy code,
-  instructions followed vs one violated (each label checked with the verifier itself).
+- `preference_pairs()`: chosen/rejected completions: whole math derivations vs ones stopped early with a wrong
+  intermediate answer, correct vs buggy code, instructions followed vs one violated (each label checked with the
+  verifier itself).
 
 Splits are "eval" (the first problems of one seeded, de-duplicated stream per domain) and "train" (the next ones),
 so no problem is in both.
@@ -23,6 +24,7 @@ import inspect
 import json
 import pathlib
 import random
+import re
 import string
 from collections.abc import Callable
 from typing import Any
@@ -332,6 +334,28 @@ def verifiable_records(domain: str, split: str, n: int | None = None) -> list[di
 
 
 # ------------------------------------------------------------------------------------------ preference pairs
+_NUMBER = re.compile(r"-?\d+(?:/\d+)?")
+
+
+def _stopped_early(solution: str, gold: str, rng: random.Random) -> tuple[str, str] | None:
+    """(the first lines of `solution`, the value they last arrived at) for a derivation abandoned part-way with an
+    intermediate value as its answer, the cut drawn among those whose value is not `gold`; None if there is none.
+
+    The value is the first number after the last `=`/`≡` of the kept lines (else their last number): "… = 441 ≡ 18
+    (mod 47)" gives 18. Unlike a changed digit of the final answer, which a reward model can only catch by redoing
+    the arithmetic, the missing closing steps (the check, the last reduction, "which is the value of …") can be seen
+    by a small model, so the pair is learnable at tiny scale and its label is still right (the answer is wrong)."""
+    lines, options = solution.splitlines(), []
+    for cut in range(1, len(lines)):
+        kept = "\n".join(lines[:cut])
+        after_last_equals = re.split("[=≡]", kept)[-1]
+        numbers = _NUMBER.findall(after_last_equals) if after_last_equals != kept else []
+        value = numbers[0] if numbers else next(reversed(_NUMBER.findall(kept)), None)
+        if value is not None and value != gold:
+            options.append((kept, value))
+    return rng.choice(options) if options else None
+
+
 def _wrong_answer(answer: str, rng: random.Random) -> str:
     """A corrupted final answer: one digit changed (never the same text)."""
     digits = [i for i, c in enumerate(answer) if c.isdigit()]
@@ -346,17 +370,19 @@ def _fmt_answer(body: str) -> str:
 
 
 def preference_pairs(split: str, n_per_domain: int | None = None) -> list[dict[str, Any]]:
-    """`{"prompt", "chosen", "rejected", "domain", "id"}` pairs whose labels the verifiers confirm: the math pair's
-    answers differ in one digit, the code pair is the reference vs a buggy solution, the instruction pair follows
-    every constraint vs all but one."""
+    """`{"prompt", "chosen", "rejected", "domain", "id"}` pairs whose labels the verifiers confirm: the math pair is
+    the whole derivation and its answer vs the derivation stopped early with an intermediate value as the answer (the
+    whole derivation with one digit of the answer changed where no intermediate value differs from the answer), the
+    code pair is the reference vs a buggy solution, the instruction pair follows every constraint vs all but one."""
     rng = random.Random(f"preference:{SEED}:{split}")
     pairs = []
     for record in verifiable_records("math", split, n_per_domain):
-        steps, wrong = record["solution"], _wrong_answer(record["gold"], rng)
+        steps, gold = record["solution"], record["gold"]
+        wrong_steps, wrong = _stopped_early(steps, gold, rng) or (steps, _wrong_answer(gold, rng))
         pairs.append({
-            "id": "pair/" + record["id"], "prompt": record["prompt"], "domain": "math", "gold": record["gold"],
-            "chosen": _fmt_answer(f"{steps}\n\nThe final answer is $\\boxed{{{record['gold']}}}$."),
-            "rejected": _fmt_answer(f"{steps}\n\nThe final answer is $\\boxed{{{wrong}}}$."),
+            "id": "pair/" + record["id"], "prompt": record["prompt"], "domain": "math", "gold": gold,
+            "chosen": _fmt_answer(f"{steps}\n\nThe final answer is $\\boxed{{{gold}}}$."),
+            "rejected": _fmt_answer(f"{wrong_steps}\n\nThe final answer is $\\boxed{{{wrong}}}$."),
         })  # fmt: skip
     for record in verifiable_records("code", split, n_per_domain):
         pairs.append({
