@@ -87,9 +87,8 @@ def _step(student, teacher, batch, loss, micro=1):
 
 @pytest.mark.parametrize(
     "beta, temperature, top_k, slices",
-    [(0.0, 1.0, 0, 3), (1.0, 1.0, 0, 1), (0.3, 2.0, 0, 3), (0.7, 1.0, 0, 2), (0.5, 1.0, 5, 3), (1.0, 0.5, 7, 1),
-     (0.0, 1.0, 40, 4)],
-)  # fmt: skip
+    [(0.0, 1.0, 0, 3), (1.0, 1.0, 0, 1), (0.3, 2.0, 0, 3), (0.5, 1.0, 5, 3), (1.0, 0.5, 7, 1)],
+)
 def test_the_distill_loss_equals_the_numpy_divergence(setup, beta, temperature, top_k, slices):
     student, teacher, batch = setup
     loss = DistillLoss(beta=beta, temperature=temperature, top_k=top_k, vocab_slices=slices)
@@ -102,11 +101,10 @@ def test_the_distill_loss_equals_the_numpy_divergence(setup, beta, temperature, 
 
 def test_vocab_slices_and_micro_batches_change_neither_loss_nor_gradient(setup):
     student, teacher, batch = setup
-    one = _step(student, teacher, batch, DistillLoss(beta=0.5, top_k=0, vocab_slices=1))
-    for loss, micro in ((DistillLoss(beta=0.5, vocab_slices=5), 1), (DistillLoss(beta=0.5, vocab_slices=5), 2)):
-        other = _step(student, teacher, batch, loss, micro)
-        for key in ("loss", "grad_norm"):
-            assert other[key] == pytest.approx(one[key], rel=1e-5), key
+    one = _step(student, teacher, batch, DistillLoss(beta=0.5, vocab_slices=1))
+    other = _step(student, teacher, batch, DistillLoss(beta=0.5, vocab_slices=5), micro=2)
+    for key in ("loss", "grad_norm"):
+        assert other[key] == pytest.approx(one[key], rel=1e-5), key
     assert one["grad_norm"] > 0
 
 
