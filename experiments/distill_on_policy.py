@@ -28,7 +28,7 @@ def get_config(arg: str = ""):
     config.seq_len = 192 if tiny else 8192
     config.global_batch = 8 if tiny else 256
     config.micro_batches = 1 if tiny else 0
-    config.steps = 20 if tiny else 1_000
+    config.steps = 16 if tiny else 1_000
     config.batch_source = ml_collections.ConfigDict(
         {
             "name": "distill",
@@ -52,7 +52,7 @@ def get_config(arg: str = ""):
     config.eval.update(
         name="composite",
         parts=["kl_heldout", "held_out_reward"],
-        every=10 if tiny else 100,
+        every=8 if tiny else 100,
         prompts="embedded:math",  # its eval split
         num_prompts=8 if tiny else 256,
         thinking=False,  # held_out_reward's mode; kl_heldout alternates the source's modes
@@ -60,7 +60,7 @@ def get_config(arg: str = ""):
         rewards=[{"name": "exact_match"}] if tiny else [{"name": "math"}],
     )
     config.log_every = 1 if tiny else 10
-    config.checkpoint.every = 10 if tiny else 100
+    config.checkpoint.every = 8 if tiny else 100
     config.samples.name = "chat"
     config.samples.num = 1
     config.samples.max_new_tokens = 32 if tiny else 1024
