@@ -6,6 +6,7 @@ dozen steps of the `distill` loss bring the student clearly closer to the teache
 import json
 
 import jax
+import ml_collections
 import pytest
 from flax import nnx
 
@@ -15,6 +16,7 @@ from qwen3jax.model import ModelConfig
 from qwen3jax.model.factory import create_model
 from qwen3jax.train.evals import EvalError
 from qwen3jax.train.loop import Trainer
+from tests.train.helpers import override
 
 STUDENT = dict(vocab_size=8192, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
                head_dim=16)  # fmt: skip
@@ -39,13 +41,7 @@ def _config(teacher, **overrides):
     c.eval.name, c.eval.every, c.eval.num_prompts = "kl_heldout", 30, 8
     c.steps, c.optim.peak_lr = 30, 1e-2
     c.samples.num, c.checkpoint.async_save, c.checkpoint.every = 0, False, 30
-    for key, value in overrides.items():
-        *path, last = key.split(".")
-        target = c
-        for part in path:
-            target = target[part]
-        target[last] = value
-    return c
+    return override(c, **overrides)
 
 
 def _kl(workdir):
@@ -60,3 +56,9 @@ def test_on_policy_distillation_lowers_the_held_out_kl(teacher, tmp_path):
     print("kl_heldout by step:", kl)
     assert kl[30] < 0.6 * kl[0]  # measured: 0.051 -> 0.023 (lr 1e-2 and 2e-2 alike)
     assert all(r["train/on_policy"] == 1.0 for r in rows if "train/on_policy" in r)
+
+
+def test_kl_heldout_needs_the_distill_loss(teacher, tmp_path):
+    config = _config(teacher, **{"loss": ml_collections.ConfigDict({"name": "sft", "z_loss": 0.0})})
+    with pytest.raises(EvalError, match="distill loss"):
+        Trainer(config, tmp_path).run()
