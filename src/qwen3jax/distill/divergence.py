@@ -29,12 +29,11 @@ def check_beta(beta: float) -> None:
 
 
 def pointwise(s: jax.Array, t: jax.Array, beta: float) -> jax.Array:
-    """The divergence's terms per outcome from normalised log-probs s (student) and t (teacher); sum them over the
-    outcomes. Outcomes without mass in the weighting distribution contribute exactly 0 (no 0·∞)."""
+    """The divergence's terms per outcome from finite normalised log-probs s (student) and t (teacher); sum them
+    over the outcomes."""
 
-    def kl_terms(p_log, q_log):  # p·(log p − log q), 0 where p = 0
-        p = jnp.exp(p_log)
-        return jnp.where(p > 0, p * (p_log - jnp.where(p > 0, q_log, 0.0)), 0.0)
+    def kl_terms(p_log, q_log):  # p·(log p − log q)
+        return jnp.exp(p_log) * (p_log - q_log)
 
     if beta == 0.0:
         return kl_terms(t, s)
