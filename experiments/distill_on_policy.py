@@ -5,7 +5,7 @@ divergence between the two next-token distributions on its own completions (`dis
 
 The student starts from the off-policy distillation run (`init_from`); the teacher is a frozen model with the same
 vocabulary (`frozen.teacher.path`: a run directory, a native checkpoint or an HF folder). Evaluation: `kl_heldout`
-(the divergence on greedy completions of held-out prompts) and the student's held-out accuracy.
+(the divergence on greedy completions of held-out prompts), the student's held-out accuracy and the teacher's.
 
     make run EXP=distill_on_policy ARGS="--config.frozen.teacher.path=runs/rl_reasoning"
 """
@@ -51,7 +51,7 @@ def get_config(arg: str = ""):
     config.optim.weight_decay = 0.0
     config.eval.update(
         name="composite",
-        parts=["kl_heldout", "held_out_reward"],
+        parts=["kl_heldout", "held_out_reward", "teacher_reward"],
         every=8 if tiny else 100,
         prompts="embedded:math",  # its eval split
         num_prompts=8 if tiny else 256,

@@ -38,7 +38,7 @@ def _config(teacher, **overrides):
     c.model.update(STUDENT)
     c.init_from, c.frozen.teacher.path = "", teacher
     c.seq_len, c.batch_source.max_new_tokens, c.eval.max_new_tokens = 96, 24, 24
-    c.eval.name, c.eval.every, c.eval.num_prompts = "kl_heldout", 30, 8
+    c.eval.parts, c.eval.every, c.eval.num_prompts = ["kl_heldout", "teacher_reward"], 30, 8
     c.steps, c.optim.peak_lr = 30, 1e-2
     c.samples.num, c.checkpoint.async_save, c.checkpoint.every = 0, False, 30
     return override(c, **overrides)
@@ -56,6 +56,8 @@ def test_on_policy_distillation_lowers_the_held_out_kl(teacher, tmp_path):
     print("kl_heldout by step:", kl)
     assert kl[30] < 0.6 * kl[0]  # measured: 0.051 -> 0.023 (lr 1e-2 and 2e-2 alike)
     assert all(r["train/on_policy"] == 1.0 for r in rows if "train/on_policy" in r)
+    teacher_accuracy = [r["eval/teacher_accuracy"] for r in rows if "eval/teacher_accuracy" in r]
+    assert len(teacher_accuracy) == 2 and teacher_accuracy[0] == teacher_accuracy[1]  # scored once, reported each eval
 
 
 def test_kl_heldout_needs_the_distill_loss(teacher, tmp_path):

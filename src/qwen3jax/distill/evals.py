@@ -2,7 +2,11 @@
 student answers the first `eval.num_prompts` held-out prompts (`eval.prompts`, eval split, alternating the source's
 modes) greedily with up to `eval.max_new_tokens` tokens, and the run's `distill` loss measures its divergence from
 the frozen teacher on those completion tokens: `eval/kl_heldout` (per token), on the distribution the student
-itself produces, which on-policy distillation trains."""
+itself produces, which on-policy distillation trains.
+
+`teacher_reward`: `held_out_reward` of the frozen teacher (same prompts, mode and rewards), computed at the first
+evaluation only (the teacher does not change): `eval/teacher_accuracy` and `eval/teacher_reward_mean`, the level the
+student's `eval/accuracy` is distilled towards."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from flax import nnx
 from qwen3jax.data.verifiable import load_verifiable
 from qwen3jax.distill.loss import TEACHER, DistillLoss
 from qwen3jax.distill.source import MODES, completion_rows, mode_prompt_ids
-from qwen3jax.train.evals import EVALS, EvalError
+from qwen3jax.train.evals import EVALS, EvalError, HeldOutReward
 
 if TYPE_CHECKING:
     from qwen3jax.train.loop import Trainer
@@ -72,3 +76,18 @@ class KlHeldOut:
 
     def __call__(self, state: TrainState) -> dict[str, float]:
         return self._measure(state.model(), self._teacher.model())
+
+
+@EVALS.register("teacher_reward")
+class TeacherReward:
+    def __init__(self, trainer: Trainer):
+        if TEACHER not in trainer.frozen:
+            raise EvalError(f"eval.name=teacher_reward needs the frozen model {TEACHER!r} (config.frozen)")
+        self._held_out, self._teacher, self._metrics = HeldOutReward(trainer), trainer.frozen[TEACHER], None
+
+    def __call__(self, state: TrainState) -> dict[str, float]:
+        del state  # the teacher's replies do not depend on the student
+        if self._metrics is None:
+            metrics, _ = self._held_out.score(self._teacher.model())
+            self._metrics = {f"eval/teacher_{k}": metrics[f"eval/{k}"] for k in ("accuracy", "reward_mean")}
+        return dict(self._metrics)
