@@ -67,12 +67,14 @@ class KlHeldOut:
         if TEACHER not in trainer.frozen:
             raise EvalError(f"eval.name=kl_heldout needs the frozen model {TEACHER!r} (config.frozen)")
         if not c.get("prompts") or c.get("num_prompts", 0) < 1 or c.get("max_new_tokens", 0) < 1:
-            raise EvalError("eval.name=kl_heldout needs eval.prompts, eval.num_prompts >= 1 and eval.max_new_tokens >= 1")
+            raise EvalError("eval.name=kl_heldout needs eval.prompts, eval.num_prompts >= 1 and "
+                            "eval.max_new_tokens >= 1")
         modes = list(trainer.config.batch_source.get("modes", list(MODES)))
         records = load_verifiable(c.prompts, "eval")[: c.num_prompts]
         self._teacher = trainer.frozen[TEACHER]
-        self._measure = HeldOutKl(trainer.loss_fn, trainer.tokenizer, mode_prompt_ids(trainer.tokenizer, records, modes),
-                                  seq_len=trainer.config.seq_len, max_new_tokens=c.max_new_tokens)  # fmt: skip
+        prompt_ids = mode_prompt_ids(trainer.tokenizer, records, modes)
+        self._measure = HeldOutKl(trainer.loss_fn, trainer.tokenizer, prompt_ids, seq_len=trainer.config.seq_len,
+                                  max_new_tokens=c.max_new_tokens)
 
     def __call__(self, state: TrainState) -> dict[str, float]:
         return self._measure(state.model(), self._teacher.model())

@@ -51,9 +51,8 @@ def completion_rows(model, tokenizer, prompt_ids, *, seq_len: int, max_new_token
     stop_ids = tuple(tokenizer.token_to_id(t) for t in ("<|im_end|>", "<|endoftext|>"))
     result = generate(model, prompt_ids, max_new_tokens=max_new_tokens, stop_ids=stop_ids,
                       vocab_limit=tokenizer.vocab_size, seed=seed, **decoding)  # fmt: skip
-    n = len(prompt_ids)
-    rows = rollout_rows(prompt_ids, result.tokens, [np.zeros(len(c)) for c in result.tokens],
-                        [np.zeros(len(c)) for c in result.tokens], np.zeros(n), np.ones(n, bool), seq_len=seq_len)  # fmt: skip
+    n, zeros = len(prompt_ids), [np.zeros(len(c)) for c in result.tokens]  # no sampling log-probs, nothing forced
+    rows = rollout_rows(prompt_ids, result.tokens, zeros, zeros, np.zeros(n), np.ones(n, bool), seq_len=seq_len)
     lengths = np.array([len(c) for c in result.tokens])
     return {k: rows[k] for k in TOKEN_FIELDS}, lengths, np.array([r == "length" for r in result.finish_reason])
 
