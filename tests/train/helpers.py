@@ -16,6 +16,11 @@ def tiny_config(moe: bool = False, **overrides) -> ml_collections.ConfigDict:
     c.seq_len, c.global_batch, c.steps = 32, 8, 6
     c.log_every, c.eval.every, c.eval.batches, c.samples.num = 1, 0, 1, 0
     c.checkpoint.every, c.checkpoint.async_save = 3, False
+    return override(c, **overrides)
+
+
+def override(c: ml_collections.ConfigDict, **overrides) -> ml_collections.ConfigDict:
+    """`c` with dotted keys set, e.g. override(c, **{"optim.peak_lr": 1e-3})."""
     for key, value in overrides.items():
         target = c
         *path, last = key.split(".")

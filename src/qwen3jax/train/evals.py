@@ -136,11 +136,17 @@ class HeldOutReward:
         self._prompt_ids = [chat_prompt_ids(tok, r, self._thinking) for r in self._records]
 
     def __call__(self, state: TrainState) -> dict[str, float]:
+        metrics, rows = self.score(state.model())
+        _write_samples(self._trainer, state, rows)
+        return metrics
+
+    def score(self, model) -> tuple[dict[str, float], list[dict[str, Any]]]:
+        """(metrics, one row per prompt: prompt, completion, reward) of `model`'s greedy replies."""
         from qwen3jax.data.verifiable import batch_fields  # pylint: disable=import-outside-toplevel
         from qwen3jax.sample import generate  # pylint: disable=import-outside-toplevel
 
         tok = self._trainer.tokenizer
-        result = generate(state.model(), self._prompt_ids, max_new_tokens=self._max_new, stop_ids=self._stop_ids,
+        result = generate(model, self._prompt_ids, max_new_tokens=self._max_new, stop_ids=self._stop_ids,
                           vocab_limit=tok.vocab_size)  # fmt: skip
         completions = [reply_text(tok, ids, self._stop_ids, self._thinking) for ids in result.tokens]
         prompts, fields = batch_fields(self._records)
@@ -155,11 +161,9 @@ class HeldOutReward:
             "eval/masked_frac": float(1 - judged.mean()),
             "eval/completion_len_mean": float(np.mean(result.lengths)),
         }
-        _write_samples(self._trainer, state, [
-            {"prompt": p, "completion": c, "reward": float(score) if ok else None}
-            for p, c, score, ok in zip(prompts, completions, scored.scores, judged)
-        ])  # fmt: skip
-        return metrics
+        rows = [{"prompt": p, "completion": c, "reward": float(score) if ok else None}
+                for p, c, score, ok in zip(prompts, completions, scored.scores, judged)]  # fmt: skip
+        return metrics, rows
 
 
 @EVALS.register("thinking_switch")

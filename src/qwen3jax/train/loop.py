@@ -45,6 +45,7 @@ from qwen3jax.train.optim import check_optimizer_settings
 from qwen3jax.train.state import create_train_state
 from qwen3jax.train.step import FrozenModel, TrainState, train_step
 
+import qwen3jax.distill  # noqa: E402,F401  (registers the distillation loss, batch source and evaluation)
 import qwen3jax.rl  # noqa: E402,F401  (registers the RL loss, batch source and evaluation)
 
 # Dense bf16 peak FLOP/s per device, for the MFU estimate (device_kind substring → FLOP/s).
@@ -228,7 +229,7 @@ class Trainer:
         c = self.config
         state = self.init_state()
         self.source = self.batch_source()
-        frozen = self.frozen_models()
+        frozen = self.frozen = self.frozen_models()  # evaluations may read them too (e.g. a teacher)
         self.evaluator = EVALS.get(c.eval.name)(self)
         ckpt = Checkpointer(self.workdir, keep=c.checkpoint.keep, async_save=c.checkpoint.async_save, log=self.log)
         restored = ckpt.restore(state, self.source)  # the newest checkpoint that reads back, if any
