@@ -6,8 +6,10 @@ The data comes from the curation command with the teacher model and both modes (
         --modes think,no_think --n 4 --output data/distill.jsonl
 
 Non-thinking responses carry the empty think block, so one set teaches both modes. The student starts from
-`init_from` (by default `runs/pretrain_s1`). The tiny variant, without a teacher worth distilling, trains on the
-embedded cold-start set's curated responses (`data/corpus/cold_start.py`), which the worked-solution teacher wrote.
+`init_from` (by default `runs/pretrain_s1`). The tiny variant, without a tiny model worth distilling, trains on the
+embedded distillation set (`data/corpus/distill.py`): the same curation with the worked-solution teacher sampled in
+both modes. Evaluation: the held-out masked loss, i.e. the student's cross-entropy on the teacher's held-out
+responses (its distance to the teacher), the answers' accuracy and whether replies follow the switches.
 """
 
 from qwen3jax.train.config import sft_config
@@ -18,10 +20,10 @@ DISTILL_EVAL_JSONL = "data/distill_eval.jsonl"
 
 
 def get_config(arg: str = ""):
-    config = sft_config("distill_off_policy", arg, "cold_start", FULL_SIZE_DEFAULT)
+    config = sft_config("distill_off_policy", arg, "distill", FULL_SIZE_DEFAULT)
     tiny = config.variant.startswith("tiny")
     if not tiny:
-        config.data.sources.cold_start.update(kind="jsonl", path=DISTILL_JSONL, eval_path=DISTILL_EVAL_JSONL)
+        config.data.sources.distill.update(kind="jsonl", path=DISTILL_JSONL, eval_path=DISTILL_EVAL_JSONL)
     config.seq_len = 256 if tiny else 32_768
     config.steps = 150 if tiny else 5_000
     config.optim.peak_lr = 1e-3 if tiny else 2e-5
