@@ -20,10 +20,8 @@ DISTILL_EVAL_JSONL = "data/distill_eval.jsonl"
 
 
 def get_config(arg: str = ""):
-    config = sft_config("distill_off_policy", arg, "distill", FULL_SIZE_DEFAULT)
+    config = sft_config("distill_off_policy", arg, "distill", FULL_SIZE_DEFAULT, (DISTILL_JSONL, DISTILL_EVAL_JSONL))
     tiny = config.variant.startswith("tiny")
-    if not tiny:
-        config.data.sources.distill.update(kind="jsonl", path=DISTILL_JSONL, eval_path=DISTILL_EVAL_JSONL)
     config.seq_len = 256 if tiny else 32_768
     config.steps = 150 if tiny else 5_000
     config.optim.peak_lr = 1e-3 if tiny else 2e-5

@@ -16,10 +16,8 @@ CURATED_EVAL_JSONL = "data/cold_start_eval.jsonl"  # the same command over held-
 
 
 def get_config(arg: str = ""):
-    config = sft_config("sft_cold_start", arg, "cold_start", FULL_SIZE_DEFAULT)
+    config = sft_config("sft_cold_start", arg, "cold_start", FULL_SIZE_DEFAULT, (CURATED_JSONL, CURATED_EVAL_JSONL))
     tiny = config.variant.startswith("tiny")
-    if not tiny:
-        config.data.sources.cold_start.update(kind="jsonl", path=CURATED_JSONL, eval_path=CURATED_EVAL_JSONL)
     config.seq_len = 256 if tiny else 32_768
     config.eval.update(parts=["held_out_loss", "held_out_reward"], num_prompts=64 if tiny else 500)
     return config

@@ -16,10 +16,9 @@ FUSION_EVAL_JSONL = "data/thinking_fusion_eval.jsonl"
 
 
 def get_config(arg: str = ""):
-    config = sft_config("sft_thinking_fusion", arg, "thinking_fusion", FULL_SIZE_DEFAULT)
+    config = sft_config("sft_thinking_fusion", arg, "thinking_fusion", FULL_SIZE_DEFAULT,
+                        (FUSION_JSONL, FUSION_EVAL_JSONL))
     tiny = config.variant.startswith("tiny")
-    if not tiny:
-        config.data.sources.thinking_fusion.update(kind="jsonl", path=FUSION_JSONL, eval_path=FUSION_EVAL_JSONL)
     config.init_from = "runs/sft_cold_start" if tiny else "runs/rl_reasoning"
     config.eval.update(
         parts=["held_out_loss", "thinking_switch"],  # held-out problems, each asked with /think and with /no_think

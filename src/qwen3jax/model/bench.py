@@ -49,7 +49,10 @@ def timed(fn, *, warmup: int = 1, repeats: int = 3, clock: Callable[[], float] =
 
 
 def alternating(
-    ours: Callable[[], object], reference: Callable[[], object], rounds: int, clock: Callable[[], float] = time.perf_counter
+    ours: Callable[[], object],
+    reference: Callable[[], object],
+    rounds: int,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[float, float, float]:
     """Seconds per call of `ours` and of `reference` (medians) and the median per-round ratio reference / ours.
 
@@ -59,7 +62,7 @@ def alternating(
     reference()
     pairs = []
     for _ in range(rounds):
-        pairs.append((timed(ours, warmup=0, repeats=1, clock=clock), timed(reference, warmup=0, repeats=1, clock=clock)))
+        pairs.append(tuple(timed(fn, warmup=0, repeats=1, clock=clock) for fn in (ours, reference)))
     ours_s, ref_s = (float(np.median(column)) for column in zip(*pairs))
     return ours_s, ref_s, float(np.median([r / o for o, r in pairs]))
 

@@ -37,9 +37,11 @@ def run() -> list[dict]:
     chat_batch, text_batch = next(chat), next(build_pretrain_iterator(s1_config(), **kw))
     sft, pretrain = ours_train(BENCH_DENSE, chat_batch, "sft"), ours_train(BENCH_DENSE, text_batch)
     sft_s, pretrain_s, ratio = alternating(sft, pretrain, ROUNDS, cpu_seconds)
-    row = {"config": "sft", "sft_tok_s": BATCH * SEQ / sft_s, "pretrain_tok_s": BATCH * SEQ / pretrain_s, "ratio": ratio}
+    row = {"config": "sft", "sft_tok_s": BATCH * SEQ / sft_s, "pretrain_tok_s": BATCH * SEQ / pretrain_s,
+           "ratio": ratio}  # fmt: skip
     print(f"SFT step (chat-packed) {row['sft_tok_s']:,.0f} tok/s vs pretraining step (text-packed) "
-          f"{row['pretrain_tok_s']:,.0f} tok/s per CPU second: ratio {ratio:.3f} (target >= {TARGET_RATIO})", flush=True)
+          f"{row['pretrain_tok_s']:,.0f} tok/s per CPU second: ratio {ratio:.3f} (target >= {TARGET_RATIO})",
+          flush=True)  # fmt: skip
     row |= packing_efficiency(chat, chat_batch, source)
     print(f"chat packing at {SEQ}: {row['trained_fraction']:.1%} of the capacity trained, {row['filled_fraction']:.1%} "
           f"filled, {row['dropped']} conversations longer than {SEQ} dropped", flush=True)  # fmt: skip

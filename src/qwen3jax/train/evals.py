@@ -155,7 +155,8 @@ class HeldOutReward:
             "eval/masked_frac": float(1 - judged.mean()),
             "eval/completion_len_mean": float(np.mean(result.lengths)),
             # each reward's own mean (e.g. `eval/reward/format/mean` beside the accuracy of a weighted answer check)
-            **{f"eval/{k}": v for k, v in components.items() if k.endswith("/mean") and not k.startswith("reward/total")},
+            **{f"eval/{k}": v for k, v in components.items()
+               if k.endswith("/mean") and not k.startswith("reward/total")},  # fmt: skip
         }
         _write_samples(self._trainer, state, [
             {"prompt": p, "completion": c, "reward": float(score) if ok else None}
