@@ -5,8 +5,7 @@ checkpoint, a native checkpoint or an HF folder (`--config.init_from=...`); by d
 thinking and non-thinking form); a real one points `data.sources` at chat JSONL/Parquet/ArrayRecord files.
 """
 
-from qwen3jax.data.stages import chat_sft_config
-from qwen3jax.train.config import choose_variant, pretrain_config
+from qwen3jax.train.config import sft_config
 
 FULL_SIZE_DEFAULT = "qwen3_0_6b"
 
@@ -18,20 +17,11 @@ SAMPLE_PROMPTS = [  # held-out style problems (not in the training split), answe
 
 
 def get_config(arg: str = ""):
-    variant, reason = choose_variant(arg, FULL_SIZE_DEFAULT)
-    tiny = variant.startswith("tiny")
-    config = pretrain_config("sft_chat", variant, reason)
-    config.data = chat_sft_config()
-    config.init_from = "runs/pretrain_s1"  # the default run directory of pretraining stage 1
-    config.loss.name, config.loss.z_loss = "sft", 0.0
+    config = sft_config("sft_chat", arg, "reasoning_chat", FULL_SIZE_DEFAULT)
+    tiny = config.variant.startswith("tiny")
     config.steps = 150 if tiny else 2_000
-    config.global_batch = 16 if tiny else 128
-    config.optim.peak_lr = 1e-3 if tiny else 1e-5
-    config.optim.warmup_steps = 10 if tiny else 50
-    config.optim.end_lr_ratio = 0.1
-    config.eval.every = 25 if tiny else 200
+    config.eval.update(name="held_out_loss", every=25 if tiny else 200)
     config.checkpoint.every = 50 if tiny else 500
-    config.samples.name = "chat"
     config.samples.prompts = SAMPLE_PROMPTS
     config.samples.max_new_tokens = 96 if tiny else 1024
     return config

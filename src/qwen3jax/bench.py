@@ -8,6 +8,7 @@ import importlib
 SECTIONS = {
     "model": "qwen3jax.model.bench",  # forward+backward vs HF
     "train": "qwen3jax.train.bench",  # full AdamW step vs HF + torch AdamW; compile time vs depth
+    "sft": "qwen3jax.train.bench_sft",  # chat-packed SFT step vs the pretraining step; chat packing efficiency
     "decode": "qwen3jax.sample.bench",  # generate vs HF generate
     "data": "qwen3jax.data.bench",  # pipeline tokens/s vs the tiny train step's consumption
     "rewards": "qwen3jax.rewards.bench",  # math answers/s, sandboxed programs/s, sandbox overhead vs bare python

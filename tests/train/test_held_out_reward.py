@@ -58,6 +58,25 @@ def test_accuracy_is_the_share_of_right_answers_counted_independently(tmp_path, 
     assert [r["reward"] for r in rows] == [1.0, 0.0, 0.0, 1.0] and all(r["step"] == 5 for r in rows)
 
 
+def test_each_reward_reports_its_own_mean_beside_the_weighted_accuracy(tmp_path, monkeypatch):
+    """A weight-0 format reward beside the answer check: the accuracy counts right answers only, while the format
+    mean counts every well-formed reply (a closed think block and an answer), right or wrong."""
+    rewards = [{"name": "exact_match"}, {"name": "format", "weight": 0.0}]
+    trainer = _trainer(tmp_path, thinking=True, rewards=rewards)
+    records = load_verifiable("embedded:math", "eval")[:12]
+    golds = [r["gold"] for r in records]
+    monkeypatch.setattr("qwen3jax.sample.generate", _fake_generate({1, 2}, golds, trainer.tokenizer, []))
+    metrics = evals.HeldOutReward(trainer)(types.SimpleNamespace(model=lambda: None, step=np.int32(0)))
+    # The fake replies have no think block: in thinking mode every one breaks the format.
+    assert metrics["eval/accuracy"] == pytest.approx(2 / 12) and metrics["eval/reward/format/mean"] == 0.0
+    assert metrics["eval/reward/exact_match/mean"] == pytest.approx(2 / 12)
+    monkeypatch.setattr("qwen3jax.sample.generate", _fake_generate({1, 2}, golds, trainer.tokenizer, []))
+    rewards[1]["default_thinking"] = False  # the reward judges the format of the eval's mode
+    trainer = _trainer(tmp_path, thinking=False, rewards=rewards)  # the empty think block is the prompt's
+    metrics = evals.HeldOutReward(trainer)(types.SimpleNamespace(model=lambda: None, step=np.int32(0)))
+    assert metrics["eval/reward/format/mean"] == 1.0 and metrics["eval/accuracy"] == pytest.approx(2 / 12)
+
+
 def test_missing_settings_are_one_line_errors(tmp_path):
     with pytest.raises(evals.EvalError, match="needs eval.prompts"):
         evals.HeldOutReward(_trainer(tmp_path, prompts=""))

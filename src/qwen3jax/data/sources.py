@@ -259,6 +259,7 @@ EMBEDDED_CHAT_SETS = {
     "reasoning_chat": "qwen3jax.data.corpus.chat",  # every problem, worked solution, in both thinking modes
     "cold_start": "qwen3jax.data.corpus.cold_start",  # the curated long-CoT cold-start set (thinking mode)
     "thinking_fusion": "qwen3jax.data.corpus.fusion",  # the cold-start set fused with /think and /no_think turns
+    "distill": "qwen3jax.data.corpus.distill",  # the cold-start curation with the teacher in both modes
 }
 
 

@@ -6,6 +6,7 @@ FLOP/s as a fraction of the same-run fp32 matmul peak.
 
 from __future__ import annotations
 
+import resource
 import time
 from collections.abc import Callable
 
@@ -28,19 +29,31 @@ ROUNDS = 5  # alternating timing rounds per comparison
 TARGET_SPEEDUP = 1.2  # vs HF, forward+backward and train step
 
 
-def timed(fn, *, warmup: int = 1, repeats: int = 3) -> float:
-    """Median seconds per call after warm-up (compilation excluded)."""
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process, all its threads: on a machine shared with other jobs a step's
+    CPU time stays close to what it needs alone, while its wall time grows with the load."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(fn, *, warmup: int = 1, repeats: int = 3, clock: Callable[[], float] = time.perf_counter) -> float:
+    """Median seconds per call after warm-up (compilation excluded), by `clock` (wall time, or `cpu_seconds`)."""
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return float(np.median(times))
 
 
-def alternating(ours: Callable[[], object], reference: Callable[[], object], rounds: int) -> tuple[float, float, float]:
+def alternating(
+    ours: Callable[[], object],
+    reference: Callable[[], object],
+    rounds: int,
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[float, float, float]:
     """Seconds per call of `ours` and of `reference` (medians) and the median per-round ratio reference / ours.
 
     Both are warmed up, then timed in alternation round after round, so that load from other processes on the
@@ -49,7 +62,7 @@ def alternating(ours: Callable[[], object], reference: Callable[[], object], rou
     reference()
     pairs = []
     for _ in range(rounds):
-        pairs.append((timed(ours, warmup=0, repeats=1), timed(reference, warmup=0, repeats=1)))
+        pairs.append(tuple(timed(fn, warmup=0, repeats=1, clock=clock) for fn in (ours, reference)))
     ours_s, ref_s = (float(np.median(column)) for column in zip(*pairs))
     return ours_s, ref_s, float(np.median([r / o for o, r in pairs]))
 

@@ -1,7 +1,6 @@
 """Full train step (AdamW) throughput vs HF transformers + torch AdamW on the model-bench config, same run; the
-compile time of the step at 48 layers vs 4 layers (scan over depth keeps it flat); and the SFT step on chat-packed
-rows of the embedded chat set vs the pretraining step on text-packed rows, same model and shapes, with the chat
-set's packing efficiency."""
+compile time of the step at 48 layers vs 4 layers (scan over depth keeps it flat). The SFT step's row is
+`train/bench_sft.py`."""
 
 from __future__ import annotations
 
@@ -14,8 +13,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import pretrain_s1
-from qwen3jax.data.pipeline import build_pretrain_iterator
-from qwen3jax.data.stages import chat_sft_config, s1_config
 from qwen3jax.model import ModelConfig
 from qwen3jax.model.bench import (
     BATCH, BENCH_DENSE, BENCH_MOE, ROUNDS, SEQ, TARGET_SPEEDUP, add_fractions_of_peak, alternating, floor_config,
@@ -103,29 +100,4 @@ def run() -> list[dict]:
     deep = compile_seconds(BENCH_DENSE.replace(num_layers=48))
     print(f"train step compile: 4 layers {shallow:.1f}s, 48 layers {deep:.1f}s, ratio {deep / shallow:.2f}", flush=True)
     rows.append({"config": "compile", "layers4_s": shallow, "layers48_s": deep, "ratio": deep / shallow})
-    rows.append(sft_vs_pretrain())
     return rows
-
-
-PACKING_BATCHES = 64  # batches of the chat set measured for its packing efficiency
-
-
-def sft_vs_pretrain() -> dict:
-    """Capacity tokens/s (batch × sequence) of the SFT step on a chat-packed batch and of the pretraining step on
-    a text-packed batch (S1 mix), dense bench model, timed in alternation; trained tokens / capacity of the chat
-    set packed at the bench's sequence length."""
-    kw = dict(seq_len=SEQ, batch_size=BATCH, seed=0, process_index=0, process_count=1)
-    chat = build_pretrain_iterator(chat_sft_config(), **kw)
-    chat_batch, text_batch = next(chat), next(build_pretrain_iterator(s1_config(), **kw))
-    sft_s, pretrain_s, ratio = alternating(ours_train(BENCH_DENSE, chat_batch, "sft"),
-                                           ours_train(BENCH_DENSE, text_batch), ROUNDS)  # fmt: skip
-    batches = [chat_batch] + [next(chat) for _ in range(PACKING_BATCHES - 1)]
-    capacity = sum(b["tokens"].size for b in batches)
-    trained = sum(int(b["loss_mask"].sum()) for b in batches) / capacity
-    real = sum(int((b["segment_ids"] > 0).sum()) for b in batches) / capacity
-    dropped = chat.report()["dropped_too_long"]["reasoning_chat"]
-    print(f"SFT step (chat-packed) {BATCH * SEQ / sft_s:,.0f} tok/s vs pretraining step (text-packed) "
-          f"{BATCH * SEQ / pretrain_s:,.0f} tok/s: ratio {ratio:.3f}; chat packing at {SEQ}: {trained:.1%} of the "
-          f"capacity trained, {real:.1%} filled, {dropped} conversations longer than {SEQ} dropped", flush=True)
-    return {"config": "sft", "sft_tok_s": BATCH * SEQ / sft_s, "pretrain_tok_s": BATCH * SEQ / pretrain_s,
-            "ratio": ratio, "trained_fraction": trained, "filled_fraction": real, "dropped": dropped}  # fmt: skip

@@ -91,3 +91,47 @@ def pretrain_config(stage: str, variant: str, reason: str) -> ml_collections.Con
         }
     )
     return c
+
+
+def sft_config(
+    phase: str, arg: str, source: str, full_size_default: str, full_size_jsonl: tuple[str, str] | None = None
+) -> ml_collections.ConfigDict:
+    """The settings every supervised post-training phase shares (chat SFT, long-CoT cold start, thinking-mode
+    fusion, off-policy distillation; SPEC §4): conversations of the chat set `source` packed whole, the masked
+    next-token loss (`sft`) without z-loss, few steps at a low rate from `init_from` (by default the stage-1
+    pretraining run), chat samples in both modes. The held-out problem settings are those of the `held_out_reward`
+    evaluator, used by the phases whose `eval.parts` name it. `full_size_jsonl`: the (train, held-out) chat JSONL
+    files that full-size variants read as `source` instead of the embedded set. Each experiment file states only
+    how it differs."""
+    from qwen3jax.data.stages import chat_sft_config  # pylint: disable=import-outside-toplevel
+
+    variant, reason = choose_variant(arg, full_size_default)
+    tiny = variant.startswith(TINY)
+    c = pretrain_config(phase, variant, reason)
+    c.data = chat_sft_config(source)
+    if full_size_jsonl and not tiny:
+        c.data.sources[source].update(kind="jsonl", path=full_size_jsonl[0], eval_path=full_size_jsonl[1])
+    c.init_from = "runs/pretrain_s1"  # the default run directory of pretraining stage 1
+    c.loss.name, c.loss.z_loss = "sft", 0.0
+    c.steps = 150 if tiny else 1_000
+    c.global_batch = 16 if tiny else 128
+    c.optim.peak_lr = 1e-3 if tiny else 1e-5
+    c.optim.warmup_steps = 10 if tiny else 50
+    c.optim.end_lr_ratio = 0.1
+    c.eval.update(
+        name="composite",
+        parts=["held_out_loss"],
+        every=50 if tiny else 200,
+        batches=4 if tiny else 20,
+        prompts="embedded:math",  # held-out problems (eval split) with gold answers; or a query–verifier JSONL
+        num_prompts=32 if tiny else 500,
+        thinking=True,
+        max_new_tokens=160 if tiny else 16_384,
+        # the answer check, and (weight 0: reported, not counted in the accuracy) whether the reply is well formed
+        rewards=[{"name": "exact_match" if tiny else "math"}, {"name": "format", "weight": 0.0}],
+    )
+    c.checkpoint.every = 50 if tiny else 250
+    c.samples.name = "chat"
+    c.samples.prompts = ["Evaluate 3 × (4 + 5) - 6.", "Find the greatest common divisor of 84 and 36."]
+    c.samples.max_new_tokens = 160 if tiny else 2048
+    return c

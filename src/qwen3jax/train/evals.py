@@ -7,8 +7,8 @@ a sampler as `sampler(state) -> text` for `samples.txt`. RL adds e.g. the mean v
   i.e. over documents for text and over the trained assistant tokens for chat.
 - `held_out_reward` (RL, SFT): greedy replies to held-out query–verifier prompts (`eval.prompts`: `embedded:<domain>`
   or a JSONL), in the mode `eval.thinking`, scored by `eval.rewards` (the run's `rewards` when empty); reports the
-  mean reward, the accuracy (share of judged replies with the full reward) and writes the first replies to
-  `eval_samples.jsonl`.
+  mean reward, the accuracy (share of judged replies with the full reward), each reward's own mean, and writes the
+  first replies to `eval_samples.jsonl`.
 - `thinking_switch` (thinking-mode fusion): the share of greedy replies that follow `/think` (a non-empty think
   block) and `/no_think` (an empty one) on held-out prompts.
 - `composite`: the evaluators of `eval.parts`, e.g. `["held_out_loss", "held_out_reward"]` for SFT phases that
@@ -150,7 +150,7 @@ class HeldOutReward:
                           vocab_limit=tok.vocab_size)  # fmt: skip
         completions = [reply_text(tok, ids, self._stop_ids, self._thinking) for ids in result.tokens]
         prompts, fields = batch_fields(self._records)
-        scored, _ = self._rewards.score(prompts, completions, **fields)
+        scored, components = self._rewards.score(prompts, completions, **fields)
         judged = scored.mask
         if not judged.any():
             raise EvalError(f"none of the {len(judged)} held-out replies could be judged: {scored.masked_counts()}")
@@ -160,6 +160,9 @@ class HeldOutReward:
             "eval/accuracy": float(np.mean(scores >= 1.0)),
             "eval/masked_frac": float(1 - judged.mean()),
             "eval/completion_len_mean": float(np.mean(result.lengths)),
+            # each reward's own mean (e.g. `eval/reward/format/mean` beside the accuracy of a weighted answer check)
+            **{f"eval/{k}": v for k, v in components.items()
+               if k.endswith("/mean") and not k.startswith("reward/total")},  # fmt: skip
         }
         rows = [{"prompt": p, "completion": c, "reward": float(score) if ok else None}
                 for p, c, score, ok in zip(prompts, completions, scored.scores, judged)]  # fmt: skip
