@@ -36,8 +36,13 @@ def _start(workdir, devices, name, *args):
 
 
 def _finish(*processes):
-    for process in processes:
-        assert process.wait(timeout=600) == 0, open(process.log).read()[-3000:]
+    try:
+        for process in processes:
+            assert process.wait(timeout=600) == 0, open(process.log).read()[-3000:]
+    finally:  # a process that failed leaves the others waiting in a collective
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
 
 
 def _evals(workdir):
