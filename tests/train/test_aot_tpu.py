@@ -108,25 +108,27 @@ def _tiny_on(preset, topology, tmp_path, **overrides):
     return trainer, slice_report(trainer, tpu_slice)
 
 
+# The ragged-MoE train step's measured matmul FLOPs on TPU (tiny_moe on v5p-8, expert-parallel ragged exchange): 2.7x
+# the model's. Where they come from (per-op attribution of the compiled HLO): the forward and input-gradient
+# ragged_dots compile to Mosaic grouped-matmul kernels, but the weight gradient — the transpose of ragged_dot, a
+# ragged_dot_general whose ragged dimension is the contracting one — is lowered by this libtpu as a dense masked
+# matmul over every local expert and every row of the (worst-case sized) receive buffer: E_l x 2x the useful work,
+# 69% of the step's compiled matmul FLOPs. Without the exchange (GSPMD over expert-sharded weights) it is 8.3x:
+# ragged_dot cannot be split along its rows, so every device also computes every token.
+MOE_COMPILED_FLOPS_EXCESS = 2.0
+
+
 @needs_libtpu
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "preset,topology,mesh",
-    [
-        ("tiny", "v5litepod-4", {"data": 1, "fsdp": 4}),
-        pytest.param(
-            "tiny_moe", "v5p-8", {"data": 1, "fsdp": 2, "expert": 2},
-            marks=pytest.mark.xfail(strict=True, reason=(
-                "measured: the compiled ragged-MoE step runs 8.3x the model's matmul FLOPs on TPU (3.4e11 vs 4.1e10; "
-                "a lone forward ragged_dot compiles to a Mosaic kernel, so the excess is elsewhere, e.g. its "
-                "gradients or the expert sharding): to investigate before trusting MoE estimates")),
-        ),
-    ],
+    [("tiny", "v5litepod-4", {"data": 1, "fsdp": 4}), ("tiny_moe", "v5p-8", {"data": 1, "fsdp": 2, "expert": 2})],
 )
 def test_train_step_compiles_for_a_tpu_slice(tmp_path, preset, topology, mesh):
     overrides = {f"mesh.{axis}": size for axis, size in mesh.items()}
-    if preset == "tiny_moe":
-        overrides["model.moe_kernel"] = "ragged"
+    moe = preset == "tiny_moe"
+    if moe:  # what full-size MoE variants run on TPU: grouped matmuls, tokens exchanged with ragged all-to-all
+        overrides.update({"model.moe_kernel": "ragged", "model.moe_expert_exchange": "auto"})
     trainer, report = _tiny_on(preset, topology, tmp_path, **overrides)
     assert report["fits"] and report["chips"] == 4 and report["attention_kernel"] == "splash"
     assert report["mesh"] == mesh | {"data": 1} or report["mesh"] == {k: v for k, v in mesh.items() if v > 1}
@@ -134,11 +136,18 @@ def test_train_step_compiles_for_a_tpu_slice(tmp_path, preset, topology, mesh):
     params = trainer.model_cfg.param_counts()["total"]
     assert params <= report["arguments_per_chip"]["params"] <= 1.05 * params
     assert report["bytes_per_chip"] >= report["memory_per_chip"]["arguments"] - report["memory_per_chip"]["aliased"]
+    # The real TPU collective (XLA:CPU has none; CPU tests emulate it): dispatch and return, forward and backward.
+    assert report["collectives"].get("ragged-all-to-all", 0) == (4 if moe else 0), report["collectives"]
     # Every layer, micro-batch and product of the compiled step is counted (never a loop body once): with the
     # attention kernels' own FLOPs (invisible to XLA, estimated) at least the model's formula, at most 1.5x.
     flops = report["flops_per_step"]
     assert flops["kernels_estimate"] > 0
-    assert flops["model"] <= flops["xla"] + flops["kernels_estimate"] <= 1.5 * flops["model"], flops
+    compiled = flops["xla"] + flops["kernels_estimate"]
+    assert flops["model"] <= compiled, flops
+    if moe:  # the known excess (MOE_COMPILED_FLOPS_EXCESS): when this fails, it is gone — hold MoE to 1.5x too
+        assert compiled > MOE_COMPILED_FLOPS_EXCESS * flops["model"], flops
+    else:
+        assert compiled <= 1.5 * flops["model"], flops
     estimate = report["estimate"]
     assert 0 < estimate["mfu"] <= 1 and estimate["step_seconds"] == max(estimate["compute_seconds"], estimate["memory_seconds"])
 

@@ -99,6 +99,19 @@ def test_a_deleted_data_state_says_what_is_missing_and_falls_back(tmp_path, save
     assert int(state.step) == 1 and _same(batch, saved.next_batch[1])
 
 
+def test_a_checkpoint_another_process_cannot_read_is_skipped_by_every_process(tmp_path, saved, monkeypatch):
+    """This process reads step 2, another does not (the all-processes vote says no): all resume from step 1."""
+    from qwen3jax.train import checkpoint
+
+    votes = []
+    monkeypatch.setattr(checkpoint.distributed, "all_processes", lambda ok: votes.append(ok) or len(votes) > 1)
+    newest = tmp_path / "run" / "checkpoints" / "2"
+    state, batch, lines = saved.restore()
+    assert votes == [True, True]  # this process could read both; the vote on step 2 went against it
+    assert lines[0] == f"checkpoint {newest} cannot be read: another process cannot read it"
+    assert int(state.step) == 1 and _same(state.params, saved.params[1]) and _same(batch, saved.next_batch[1])
+
+
 def test_when_no_checkpoint_reads_back_the_run_refuses_in_one_line_and_changes_nothing(tmp_path, saved):
     shutil.rmtree(tmp_path / "run" / "checkpoints" / "2")
     only = tmp_path / "run" / "checkpoints" / "1"

@@ -125,6 +125,7 @@ def slice_report(trainer: Trainer, tpu_slice: Slice) -> dict:
             "kernels_estimate": _kernel_flops(trainer) if cost.kernel_calls else 0.0,
         },
         loops_without_static_trip_count=cost.unknown_trip_counts,
+        collectives=collective_counts(compiled.as_text()),
     )
     executed = cost.flops + report["flops_per_step"]["kernels_estimate"] / trainer.mesh.size
     compute_s = executed * devices_per_chip / chip.peak_bf16_flops
@@ -140,6 +141,16 @@ def slice_report(trainer: Trainer, tpu_slice: Slice) -> dict:
         "note": ROOFLINE_NOTE,
     }
     return report
+
+
+_COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "ragged-all-to-all", "collective-permute")
+
+
+def collective_counts(hlo_text: str) -> dict[str, int]:
+    """How many instructions of each collective the compiled program holds (async `-start` halves included; loop
+    trips not multiplied): which exchanges the partitioner and our shard_maps put in the step."""
+    found = re.findall(r" (" + "|".join(sorted(_COLLECTIVES, key=len, reverse=True)) + r")(?:-start)?\(", hlo_text)
+    return {name: found.count(name) for name in _COLLECTIVES if name in found}
 
 
 def _kernel_flops(trainer: Trainer) -> float:

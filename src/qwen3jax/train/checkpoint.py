@@ -9,6 +9,10 @@ Failures: orbax writes a step into `<step>.orbax-checkpoint-tmp-*` and renames i
 short leaves only that directory: removed when the write fails (a full disk), or on the next start (kill -9). A checkpoint that cannot be
 read back (a truncated or deleted file) is named and moved to `<workdir>/checkpoints-broken/`, and the run resumes
 from the newest one that reads; if none does, the run refuses to start rather than start over.
+
+Several processes: orbax writes and reads the arrays collectively; every process resumes from the same step (a
+checkpoint one process cannot read is skipped by all), and a checkpoint written by another number of processes
+gives the batch source every process's position (`merge_states`), so a run resumes on another process count.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
+from qwen3jax.parallel import distributed
 from qwen3jax.train.step import TrainState
 
 UNFINISHED = ".orbax-checkpoint-tmp"  # orbax's suffix for a step directory still being written
@@ -51,6 +56,11 @@ def describe_failure(error: BaseException) -> str:
         return "the disk is full (No space left on device)"
     first = text.splitlines()[0]
     return f"{type(error).__name__}: {first[:300]}{'…' if len(first) > 300 else ''}"
+
+
+def _data_file(process_index: int, process_count: int) -> str:
+    """The name grain's checkpoint handler gives one process's source position."""
+    return f"process_{process_index}-of-{process_count}.json"
 
 
 class _SourceState:
@@ -116,9 +126,14 @@ class Checkpointer:
         broken = []
         for step in sorted(self.manager.all_steps(), reverse=True):
             try:
-                restored = self._restore(step, state, source)
+                restored, reason = self._restore(step, state, source), None
+            except CheckpointError:
+                raise
             except Exception as e:  # noqa: BLE001 — whatever orbax/TensorStore raise, the checkpoint is unusable
-                broken.append((step, self._unreadable_reason(step, e)))
+                restored, reason = None, self._unreadable_reason(step, e)
+            # Every process must resume from the same step: one that cannot read this checkpoint makes all skip it.
+            if not distributed.all_processes(reason is None):
+                broken.append((step, reason or "another process cannot read it"))
                 self.log(f"checkpoint {self.directory / str(step)} cannot be read: {broken[-1][1]}")
                 continue
             for bad_step, _ in broken:
@@ -136,18 +151,32 @@ class Checkpointer:
 
     def _restore(self, step: int, state: TrainState, source: Any) -> TrainState:
         train_target = {"step": state.step, "opt_state": state.opt_state, "rng": state.rng}
-        restored = self.manager.restore(
-            step,
-            args=ocp.args.Composite(
-                params=ocp.args.StandardRestore(_abstract(state.params)),
-                train=ocp.args.StandardRestore(_abstract(train_target)),
-                data=grain.checkpoint.CheckpointRestore(_SourceState(source)),
-            ),
-        )
+        items = {"params": ocp.args.StandardRestore(_abstract(state.params)),
+                 "train": ocp.args.StandardRestore(_abstract(train_target))}  # fmt: skip
+        saved_by = self._data_files(step)
+        if not saved_by or _data_file(jax.process_index(), jax.process_count()) in saved_by:
+            items["data"] = grain.checkpoint.CheckpointRestore(_SourceState(source))  # this process's own position
+        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+        if "data" not in items:
+            self._restore_other_process_count(step, source, saved_by)
         train = restored["train"]
         return state.replace(
             params=restored["params"], step=train["step"], opt_state=train["opt_state"], rng=train["rng"]
         )
+
+    def _data_files(self, step: int) -> list[str]:
+        data = self.directory / str(step) / "data"
+        return sorted(p.name for p in data.glob("process_*-of-*.json")) if data.is_dir() else []
+
+    def _restore_other_process_count(self, step: int, source: Any, saved_by: list[str]) -> None:
+        """A checkpoint written by another number of processes: the source takes every process's position."""
+        if not hasattr(source, "merge_states"):
+            raise CheckpointError(
+                f"checkpoint {self.directory / str(step)} was written by {len(saved_by)} processes and the batch "
+                f"source {type(source).__name__} cannot resume on {jax.process_count()}; resume it on {len(saved_by)}"
+            )
+        data = self.directory / str(step) / "data"
+        source.set_state(source.merge_states([json.loads((data / name).read_text()) for name in saved_by]))
 
     def _unreadable_reason(self, step: int, error: BaseException) -> str:
         missing = [f"{item}/ ({what})" for item, what in ITEMS.items() if not (self.directory / str(step) / item).is_dir()]
@@ -165,6 +194,7 @@ class Checkpointer:
             target.parent.mkdir(exist_ok=True)
             shutil.move(self.directory / str(step), target)
             self.log(f"moved the unreadable checkpoint {self.directory / str(step)} to {target}")
+        distributed.barrier(f"checkpoint {step} moved aside")  # the others list the steps again only after the move
         self.manager.reload()
 
     def wait(self) -> None:

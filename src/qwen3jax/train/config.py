@@ -22,8 +22,11 @@ def choose_variant(arg: str, full_size_default: str) -> tuple[str, str]:
         return arg, f"asked for {arg!r}"
     import jax
 
-    # The backend the run is planned for: `qwen3jax.aot` compiles for TPU slices on a CPU machine.
-    backend = os.environ.get(TARGET_BACKEND_ENV) or jax.default_backend()
+    from qwen3jax.parallel.distributed import on_tpu_vm
+
+    # The backend the run is planned for: `qwen3jax.aot` compiles for TPU slices on a CPU machine. On a TPU VM
+    # without asking JAX, which would start it before the slice's processes have joined (parallel/distributed.py).
+    backend = os.environ.get(TARGET_BACKEND_ENV) or ("tpu" if on_tpu_vm() else jax.default_backend())
     if backend == "cpu":
         return TINY, "no variant given and the backend is CPU"
     return full_size_default, f"no variant given and the backend is {backend}"
@@ -53,7 +56,8 @@ def pretrain_config(stage: str, variant: str, reason: str) -> ml_collections.Con
     c.steps = 200 if tiny else 100_000
     c.seed = 0
     c.init_from = ""  # run dir, checkpoints dir, checkpoint step dir, native checkpoint or HF folder
-    c.batch_source = ml_collections.ConfigDict({"name": "packed"})  # train.batch_sources.SOURCES: the data mixture
+    # train.batch_sources.SOURCES: the data mixture, read as `data_shards` shards (0: one per process)
+    c.batch_source = ml_collections.ConfigDict({"name": "packed", "data_shards": 0})
     c.frozen = ml_collections.ConfigDict()  # {name: {"path": ...}}: reference / teacher / reward model, never trained
     c.loss = ml_collections.ConfigDict(
         {"name": "pretrain", "z_loss": 1e-4, "balance_coef": 1e-3, "balance_scope": "global", "vocab_slices": 8}

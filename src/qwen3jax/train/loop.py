@@ -32,7 +32,7 @@ from qwen3jax.model import ModelConfig
 from qwen3jax.model.config import describe
 from qwen3jax.model.expert_parallel import describe_exchange
 from qwen3jax.model.splash import resolve_kernel
-from qwen3jax.parallel import make_mesh
+from qwen3jax.parallel import distributed, make_mesh
 from qwen3jax.rewards.base import LentModel
 from qwen3jax.train.batch import BatchLayout
 from qwen3jax.train.batch_sources import SOURCES, BatchSource
@@ -412,11 +412,7 @@ class _StopFlag:
     def agreed(self) -> bool:
         """Whether any process was asked to stop: every host must checkpoint and leave at the same step, or the
         others would wait in the next step's collectives forever."""
-        if jax.process_count() == 1:
-            return bool(self.requested)
-        from jax.experimental import multihost_utils
-
-        return bool(multihost_utils.process_allgather(np.array(bool(self.requested))).any())
+        return distributed.any_process(bool(self.requested))
 
     def restore(self):
         for s, handler in self._previous.items():

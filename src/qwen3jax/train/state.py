@@ -43,5 +43,6 @@ def create_train_state(
     else:
         with jax.set_mesh(mesh):
             opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(params)
-        step, rng = jax.device_put((jnp.zeros((), jnp.int32), jax.random.key(seed)), replicated)
+        # Made by a jitted function, not device_put: a mesh over several processes' devices is not all addressable.
+        step, rng = jax.jit(lambda: (jnp.zeros((), jnp.int32), jax.random.key(seed)), out_shardings=replicated)()
     return TrainState(step, params, opt_state, rng, graphdef, tx), schedule
