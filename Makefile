@@ -28,11 +28,13 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
+# worksteal: an idle worker takes queued tests from the other, so the long end-to-end tests do not leave one core
+# idle at the end of the run.
 test: install
-	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist worksteal $(PYTEST_ARGS)
 
 test-fast: install
-	$(PY) -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist worksteal -m "not slow" $(PYTEST_ARGS)
 
 CONFIG = experiments/$(EXP).py$(if $(VARIANT),:$(VARIANT))
 

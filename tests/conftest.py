@@ -8,7 +8,13 @@ import os
 import pathlib
 import subprocess
 
-os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+# The suite compiles far more than it runs (hundreds of small programs, most run a few steps), so LLVM's backend
+# optimisation is skipped: measured on CPU time, compile-bound test files take ~40% less, training-bound learning
+# checks ~35% more, the suite less overall. Numerics are unchanged (no fast-math at any level). Subprocesses that
+# tests start inherit it.
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
+)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402

@@ -92,7 +92,8 @@ def test_any_slice_reads_like_the_full_parameter(checkpoints, layout):
 
 
 def test_load_onto_mesh(tmp_path, checkpoints):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    flags = "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"  # as tests/conftest.py
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=flags)
     run = subprocess.run(
         [sys.executable, "-c", CHILD, str(tmp_path / "native"), *map(str, checkpoints)],
         capture_output=True, text=True, env=env, timeout=300,

@@ -26,7 +26,7 @@ TINY = ["--config=experiments/pretrain_s1.py:tiny", "--config.model.vocab_size=5
 def _start(workdir, devices, name, *args):
     """A `qwen3jax.run` process on `devices` CPU devices, its output in <workdir>.<name>.log."""
     env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "src"), JAX_PLATFORMS="cpu",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0",
                JAX_COMPILATION_CACHE_DIR=os.path.join(REPO, ".cache", "jax_compilation"))  # fmt: skip
     with open(f"{workdir}.{name}.log", "w") as log:
         process = subprocess.Popen([sys.executable, "-m", "qwen3jax.run", *TINY, f"--workdir={workdir}", *args],
