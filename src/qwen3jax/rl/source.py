@@ -146,8 +146,9 @@ class RolloutSource:
 
     def get_state(self) -> dict[str, Any]:
         state = {"stream": self._stream.get_state(), "rollouts": self._rollouts, "uses_left": self._uses_left}
-        if self._uses_left:  # mid-cycle: the stored rows (floats survive JSON exactly through repr)
+        if self._uses_left:  # mid-cycle: the stored rows and their rollout's metrics (floats survive JSON exactly)
             state["pending"] = {k: v.tolist() for k, v in self._pending.items()}
+            state["metrics"] = self._metrics
         return state
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -156,6 +157,7 @@ class RolloutSource:
         if self._uses_left:
             dtypes = {name: field.dtype for name, field in self._layout.spec.items()}
             self._pending = {k: np.asarray(v, dtypes[k]) for k, v in state["pending"].items()}
+            self._metrics = dict(state["metrics"])
 
     def report(self) -> dict[str, Any]:
         return dict(self._report)
