@@ -23,12 +23,15 @@ import pytest
 from experiments import rl_reasoning, sft_chat
 from qwen3jax.rl.source import RolloutSource
 from qwen3jax.train.loop import Trainer
+from tests.train.helpers import TINY_MODEL
 from tests.train.test_run import _checkpoint_params
 
-MODEL = dict(vocab_size=512, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
-             head_dim=16)  # fmt: skip
 TIMING = ("time", "train/tokens_per_s", "train/mfu", "train/rollout_tokens_per_s")  # differ between runs by nature
-ONE_DEVICE = jax.devices()[:1]  # a tiny model: 8 simulated devices would only cost compile time on 2 cores
+
+
+def _trainer(config, workdir) -> Trainer:
+    """On one device: for a model this small, 8 simulated devices would only cost compile time on 2 cores."""
+    return Trainer(config, workdir, jax.devices()[:1])
 
 
 def _write_jsonl(path, records):
@@ -51,20 +54,20 @@ def start(tmp_path_factory):
     for name, queries in (("train", train), ("eval", held_out)):
         _write_jsonl(root / f"{name}.jsonl", [{"prompt": q, "gold": "0", "rewards": [{"name": "math"}]} for q in queries])
     sft = sft_chat.get_config("tiny")
-    sft.model.update(MODEL)
+    sft.model.update(TINY_MODEL)
     sft.data.vocab_size = 512
     sft.data.sources = {"random_digits": {"kind": "jsonl", "path": sft_data, "format": "chat", "weight": 1.0}}
     sft.init_from = ""
     sft.seq_len, sft.global_batch, sft.steps, sft.log_every = 64, 16, 60, 20
     sft.eval.every, sft.samples.num, sft.checkpoint.async_save = 0, 0, False
     sft.optim.peak_lr, sft.optim.warmup_steps = 1e-2, 5
-    Trainer(sft, root / "sft", ONE_DEVICE).run()
+    _trainer(sft, root / "sft").run()
     return root
 
 
 def _rl_config(root, *, seed: int, steps: int, **batch_source):
     config = rl_reasoning.get_config("tiny")
-    config.model.update(MODEL)
+    config.model.update(TINY_MODEL)
     config.data.vocab_size = 512
     config.init_from, config.seed, config.steps = str(root / "sft"), seed, steps
     config.seq_len, config.global_batch = 48, 64  # 8 prompts x 8 samples
@@ -83,7 +86,7 @@ def _rows(workdir):
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_grpo_raises_the_verified_reward_with_the_entropy_in_its_band(tmp_path, start, seed):
-    Trainer(_rl_config(start, seed=seed, steps=30), tmp_path, ONE_DEVICE).run()
+    _trainer(_rl_config(start, seed=seed, steps=30), tmp_path).run()
     rows = _rows(tmp_path)
     train = [r for r in rows if "train/reward_mean" in r]
     evals = {r["step"]: r["eval/accuracy"] for r in rows if "eval/accuracy" in r}
@@ -103,7 +106,7 @@ def test_a_run_stopped_between_steps_resumes_bit_identically(tmp_path, start, mo
     prompt stream's position (moved by refills) and the rollout counter (which seeds the sampler)."""
     config = _rl_config(start, seed=3, steps=6, updates_per_rollout=2, dynamic_sampling=True)
     config.eval.every, config.checkpoint.every = 0, 10
-    Trainer(config, tmp_path / "straight", ONE_DEVICE).run()
+    _trainer(config, tmp_path / "straight").run()
 
     calls = []
     original = RolloutSource.next
@@ -115,12 +118,12 @@ def test_a_run_stopped_between_steps_resumes_bit_identically(tmp_path, start, mo
         return original(self, state)
 
     monkeypatch.setattr(RolloutSource, "next", next_then_stop)
-    stopped = Trainer(config, tmp_path / "resumed", ONE_DEVICE)
+    stopped = _trainer(config, tmp_path / "resumed")
     stopped.run()
     assert stopped.stop_signal == "SIGTERM" and max(r["step"] for r in _rows(tmp_path / "resumed")) == 3
     state = json.loads((tmp_path / "resumed" / "checkpoints" / "3" / "data" / "process_0-of-1.json").read_text())
     assert state["uses_left"] == 1 and "pending" in state  # the stop fell inside a μ cycle
-    Trainer(config, tmp_path / "resumed", ONE_DEVICE).run()
+    _trainer(config, tmp_path / "resumed").run()
 
     def logged(workdir):
         return [{k: v for k, v in r.items() if k not in TIMING} for r in _rows(workdir)]

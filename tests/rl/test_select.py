@@ -3,6 +3,7 @@ a real rollout source (sampling replaced by replies whose number of right answer
 queries are exactly those with some but not all samples right, written with their pass rate."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -14,10 +15,8 @@ from experiments import rl_reasoning
 from qwen3jax.rl import select
 from qwen3jax.sample.result import GenerationResult
 from qwen3jax.train.loop import Trainer
+from tests.train.helpers import TINY_MODEL
 from tests.train.test_run import REPO
-
-MODEL = dict(vocab_size=512, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
-             head_dim=16)  # fmt: skip
 
 
 def test_pass_rates_and_outcomes_equal_a_direct_count():
@@ -41,7 +40,7 @@ def test_select_keeps_the_queries_with_some_right_samples(tmp_path, monkeypatch)
     prompts.write_text("".join(json.dumps({"prompt": q, "gold": "0", "rewards": [{"name": "exact_match"}]}) + "\n"
                                for q in queries))  # fmt: skip
     config = rl_reasoning.get_config("tiny")
-    config.model.update(MODEL)
+    config.model.update(TINY_MODEL)
     config.data.vocab_size, config.init_from = 512, ""
     config.batch_source.prompts = str(prompts)
     config.rewards = [{"name": "exact_match", "weight": 1.0}]
@@ -67,6 +66,6 @@ def test_the_command_refuses_a_run_without_a_starting_model(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "qwen3jax.rl.select", "--config=experiments/rl_reasoning.py:tiny",
          "--config.init_from=", f"--output={tmp_path / 'kept.jsonl'}"],
-        cwd=REPO, capture_output=True, text=True, env={**__import__("os").environ, "JAX_PLATFORMS": "cpu"},
+        cwd=REPO, capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"},
     )  # fmt: skip
     assert result.returncode == 1 and "select needs an RL experiment" in result.stderr
