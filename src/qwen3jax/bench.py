@@ -10,6 +10,7 @@ SECTIONS = {
     "train": "qwen3jax.train.bench",  # full AdamW step vs HF + torch AdamW; compile time vs depth
     "decode": "qwen3jax.sample.bench",  # generate vs HF generate
     "data": "qwen3jax.data.bench",  # pipeline tokens/s vs the tiny train step's consumption
+    "rl": "qwen3jax.rl.bench",  # rollouts (8 prompts x 8 samples x 128 tokens) vs HF generate; rollout share of a step
     "rewards": "qwen3jax.rewards.bench",  # math answers/s, sandboxed programs/s, sandbox overhead vs bare python
 }
 
