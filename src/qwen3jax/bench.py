@@ -11,6 +11,7 @@ SECTIONS = {
     "sft": "qwen3jax.train.bench_sft",  # chat-packed SFT step vs the pretraining step; chat packing efficiency
     "decode": "qwen3jax.sample.bench",  # generate vs HF generate
     "data": "qwen3jax.data.bench",  # pipeline tokens/s vs the tiny train step's consumption
+    "rl": "qwen3jax.rl.bench",  # rollouts (8 prompts x 8 samples x 128 tokens) vs HF generate; rollout share of a step
     "rewards": "qwen3jax.rewards.bench",  # math answers/s, sandboxed programs/s, sandbox overhead vs bare python
 }
 

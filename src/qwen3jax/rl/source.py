@@ -146,8 +146,9 @@ class RolloutSource:
 
     def get_state(self) -> dict[str, Any]:
         state = {"stream": self._stream.get_state(), "rollouts": self._rollouts, "uses_left": self._uses_left}
-        if self._uses_left:  # mid-cycle: the stored rows (floats survive JSON exactly through repr)
+        if self._uses_left:  # mid-cycle: the stored rows and their rollout's metrics (floats survive JSON exactly)
             state["pending"] = {k: v.tolist() for k, v in self._pending.items()}
+            state["metrics"] = self._metrics
         return state
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -156,6 +157,7 @@ class RolloutSource:
         if self._uses_left:
             dtypes = {name: field.dtype for name, field in self._layout.spec.items()}
             self._pending = {k: np.asarray(v, dtypes[k]) for k, v in state["pending"].items()}
+            self._metrics = dict(state["metrics"])
 
     def report(self) -> dict[str, Any]:
         return dict(self._report)
@@ -173,10 +175,21 @@ class RolloutSource:
     def completion_text(self, ids) -> str:
         return reply_text(self.tokenizer, ids, self.stop_ids, self.thinking)
 
-    def _sample(self, state: TrainState, records: list[dict[str, Any]], round_: int) -> list[_Group]:
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """Every rollout prompt record (the source's train split), in file order."""
+        return self._stream.records
+
+    def sample_and_score(self, model, records: list[dict[str, Any]], round_: int = 0):
+        """(rewards [G, N], judged [G, N]) of `group_size` completions of each record sampled from `model` as a
+        rollout samples them (the `select` command's pass rates)."""
+        rewards, judged, _, _ = self._score(self._sample(model, records, round_))
+        return rewards, judged
+
+    def _sample(self, model, records: list[dict[str, Any]], round_: int) -> list[_Group]:
         prompt_ids = [self.prompt_ids(r) for r in records]
         result = generate(
-            state.model(), prompt_ids, n=self.group_size, max_new_tokens=self.max_new_tokens, stop_ids=self.stop_ids,
+            model, prompt_ids, n=self.group_size, max_new_tokens=self.max_new_tokens, stop_ids=self.stop_ids,
             vocab_limit=self.tokenizer.vocab_size, seed=(self._seed * 1_000_003 + self._rollouts * 101 + round_) % 2**31,
             thinking=self._think, **self._decoding,
         )  # fmt: skip
@@ -209,13 +222,14 @@ class RolloutSource:
 
     def _rollout(self, state: TrainState) -> dict[str, np.ndarray]:
         start = time.perf_counter()
-        groups = self._sample(state, self._stream.take(self.prompts_per_step), 0)
+        policy = state.model()
+        groups = self._sample(policy, self._stream.take(self.prompts_per_step), 0)
         rewards, judged, result, metrics = self._score(groups)
         advantages = group_advantages(rewards, judged, scale=self._scale)
         refills = 0
         while self._dynamic and advantages.zero_std.any() and refills < self._max_refills:
             refills += 1
-            extra = self._sample(state, self._stream.take(int(advantages.zero_std.sum())), refills)
+            extra = self._sample(policy, self._stream.take(int(advantages.zero_std.sum())), refills)
             x_rewards, x_judged, _, _ = self._score(extra)
             x_adv = group_advantages(x_rewards, x_judged, scale=self._scale)
             # Replace signal-less groups by new groups that have a signal, in order.

@@ -51,16 +51,22 @@ def generate_floor(model: Qwen3) -> Floor:
     )  # fmt: skip
 
 
-def decode_benchmark() -> dict:
-    import torch
+def model_and_hf_copy(cfg):
+    """Our model (seed 0) and an HF transformers (torch) model holding the same weights, in eval mode."""
     from transformers import AutoModelForCausalLM
 
     from qwen3jax.convert import save_hf
 
-    model = create_model(BENCH_DENSE, seed=0)
+    model = create_model(cfg, seed=0)
     with tempfile.TemporaryDirectory() as folder:
-        save_hf(model, BENCH_DENSE, folder, overwrite=True)
-        hf = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="sdpa").eval()
+        save_hf(model, cfg, folder, overwrite=True)
+        return model, AutoModelForCausalLM.from_pretrained(folder, attn_implementation="sdpa").eval()
+
+
+def decode_benchmark() -> dict:
+    import torch
+
+    model, hf = model_and_hf_copy(BENCH_DENSE)
     prompts = np.random.default_rng(0).integers(0, BENCH_DENSE.vocab_size, (BATCH, PROMPT_LEN))
     input_ids = torch.as_tensor(prompts)
 
