@@ -19,4 +19,6 @@ def get_config(arg: str = ""):
     config.optim.peak_lr = config.optim.peak_lr / 3
     config.optim.decay_steps = config.get_ref("steps") // 2
     config.optim.end_lr_ratio = 0.01
+    if variant.startswith("tiny"):
+        config.eval.batches = 32  # the whole held-out split, every source (see pretrain_s1.py)
     return config

@@ -28,4 +28,5 @@ def get_config(arg: str = ""):
     config.optim.warmup_steps = 5 if tiny else 100
     config.optim.peak_lr = config.optim.peak_lr / 10
     config.eval.every = 30 if tiny else 500
+    config.eval.batches = 32 if tiny else config.eval.batches  # tiny: the whole held-out split (see pretrain_s1.py)
     return config

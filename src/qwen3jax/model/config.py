@@ -264,10 +264,12 @@ PRESETS: dict[str, ModelConfig] = {
     "qwen3_32b": _dense(5120, 25600, 64, 64, 8, tied=False),
     "qwen3_30b_a3b": _moe(2048, 768, 48, 32, 4, experts=128, topk=8),
     "qwen3_235b_a22b": _moe(4096, 1536, 94, 64, 4, experts=128, topk=8),
-    # Tiny presets for CPU work: same structure (GQA, QK-Norm, head_dim independent of hidden), small sizes.
+    # Tiny presets for CPU work: same structure (GQA, QK-Norm, head_dim independent of hidden), small sizes. The
+    # LM head is untied: in a model this shallow a tied table's direct path (embedding -> head) scores the input
+    # token itself highest, so early greedy samples repeat words; an own head learns next-token statistics directly.
     "tiny": ModelConfig(
         vocab_size=8192, hidden_size=128, intermediate_size=384, num_layers=4, num_heads=4, num_kv_heads=2,
-        head_dim=32, rope_theta=10_000.0, max_position_embeddings=4096, tie_word_embeddings=True,
+        head_dim=32, rope_theta=10_000.0, max_position_embeddings=4096,
     ),
     "tiny_moe": ModelConfig(
         vocab_size=8192, hidden_size=128, intermediate_size=384, num_layers=4, num_heads=4, num_kv_heads=2,

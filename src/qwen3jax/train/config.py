@@ -53,7 +53,7 @@ def pretrain_config(stage: str, variant: str, reason: str) -> ml_collections.Con
     c.seq_len = 256 if tiny else 4096
     c.global_batch = 16 if tiny else 512
     c.micro_batches = 1 if tiny else 8  # 64 sequences of 4K per micro-batch; 0: one sequence per batch shard
-    c.steps = 200 if tiny else 100_000
+    c.steps = 250 if tiny else 100_000
     c.seed = 0
     c.init_from = ""  # run dir, checkpoints dir, checkpoint step dir, native checkpoint or HF folder
     # train.batch_sources.SOURCES: the data mixture, read as `data_shards` shards (0: one per process)
@@ -91,7 +91,7 @@ def pretrain_config(stage: str, variant: str, reason: str) -> ml_collections.Con
             "name": "text",  # train.evals.SAMPLES: text continuations | chat replies in both thinking modes
             "num": 3,
             "max_new_tokens": 40,
-            "prompts": ["def fibonacci(n):", "The standard library", "Question: What is 12 + 7?"],
+            "prompts": ["def fibonacci(n):", "The standard library", "Problem: Evaluate 12 + 7.\n\nSolution:\n"],
         }
     )
     return c
