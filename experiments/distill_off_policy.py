@@ -7,7 +7,9 @@ The data comes from the curation command with the teacher model and both modes (
 
 Non-thinking responses carry the empty think block, so one set teaches both modes. The student starts from
 `init_from` (by default `runs/pretrain_s1`). The tiny variant, without a teacher worth distilling, trains on the
-embedded cold-start set's curated responses (`data/corpus/cold_start.py`), which the worked-solution teacher wrote.
+embedded fusion set (`data/corpus/fusion.py`): the worked-solution teacher's curated responses in both modes, as
+the curation command with `--modes think,no_think` gives them (the cold-start set alone would make it the cold-start
+run again, thinking only).
 """
 
 from qwen3jax.data.stages import chat_sft_config
@@ -22,7 +24,7 @@ def get_config(arg: str = ""):
     variant, reason = choose_variant(arg, FULL_SIZE_DEFAULT)
     tiny = variant.startswith("tiny")
     config = pretrain_config("distill_off_policy", variant, reason)
-    config.data = chat_sft_config("cold_start")
+    config.data = chat_sft_config("thinking_fusion" if tiny else "cold_start")
     if not tiny:
         config.data.sources.cold_start.update(kind="jsonl", path=DISTILL_JSONL, eval_path=DISTILL_EVAL_JSONL)
     config.init_from = "runs/pretrain_s1"
