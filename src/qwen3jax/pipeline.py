@@ -59,8 +59,10 @@ STAGES = (
     Stage("rl_reasoning", "sft_cold_start", ("eval/accuracy",)),
     Stage("sft_thinking_fusion", "rl_reasoning", ("eval/loss", "eval/think_nonempty_frac", "eval/no_think_empty_frac")),
     # general RL (SPEC §4 stage 4) would come here, from sft_thinking_fusion: not built yet.
-    # Strong-to-weak: the student starts from the pretrained base. Off-policy at tiny scale trains on the embedded
-    # cold-start responses (no tiny teacher writes usable ones); full size on the fusion model's curated responses.
+    # Strong-to-weak: the student starts from the pretrained base (at tiny scale of the same size: a smaller one
+    # would need its own S1-S3). Off-policy at tiny scale trains on the embedded fusion set (the worked-solution
+    # teacher in both modes; no tiny teacher writes usable responses); full size on data/distill.jsonl, which
+    # `python -m qwen3jax.posttrain.curate --teacher <root>/sft_thinking_fusion --modes think,no_think` writes.
     Stage("distill_off_policy", "pretrain_s3", ("eval/loss", "eval/accuracy")),
     # On-policy distillation from the flagship (fusion) model, once experiments/distill_on_policy.py exists:
     # Stage("distill_on_policy", "distill_off_policy", ("eval/kl_heldout",), frozen={"teacher": "sft_thinking_fusion"}),
@@ -78,8 +80,6 @@ def stage_config(stage: Stage, root: pathlib.Path, variant: str, overrides: Mapp
     chaining set)."""
     from qwen3jax import experiment_cli
 
-    if not stage.experiment.is_file():
-        raise PipelineError(f"stage {stage.name}: no experiment file {stage.experiment}")
     base = experiment_cli.load_experiment(stage.experiment, variant)
     chained: dict[str, Any] = {}
     if stage.init_from:
