@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 # Set GLIBC_TUNABLES yourself to override.
 export GLIBC_TUNABLES ?= glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736
 
-.PHONY: install test test-fast run sweep chat eval bench aot clean-venv
+.PHONY: install test test-fast run sweep pipeline chat eval bench aot clean-venv
 
 install: $(STAMP)
 
@@ -43,6 +43,13 @@ run: install
 
 sweep: install
 	$(PY) -m qwen3jax.sweep --config=experiments/$(EXP).py $(ARGS)
+
+# The whole recipe, stage after stage, each from the previous one's run directory under ROOT, then every stage
+# evaluated with the harness and one table (ROOT/pipeline.md). Rerun to resume. ARGS e.g. "--variant qwen3_0_6b",
+# "--set steps=5" (every stage), "--tasks math_mc,math --eval-limit 64".
+ROOT ?= runs/pipeline
+pipeline: install
+	$(PY) -m qwen3jax.pipeline --root=$(ROOT) $(ARGS)
 
 # CKPT: an HF folder (*.safetensors), a native checkpoint (model_config.json), a training run directory (its newest
 # checkpoint) or one of its checkpoints/<step> directories.

@@ -1,11 +1,15 @@
-"""Command-line plumbing shared by `qwen3jax.run` and `qwen3jax.sweep`: the experiment flag, and one-line errors for
-what goes wrong before or while a run works — a mistyped `--config.` key, an experiment file that does not exist, a
-bad run directory, a checkpoint that cannot be written, Ctrl-C during set-up. Tracebacks stay for bugs."""
+"""Command-line plumbing shared by `qwen3jax.run`, `qwen3jax.sweep` and `qwen3jax.pipeline`: the experiment flag,
+experiment files loaded and overridden from Python, one run of an experiment (`train`), and one-line errors for what
+goes wrong before or while a run works — a mistyped `--config.` key, an experiment file that does not exist, a bad
+run directory, a checkpoint that cannot be written, Ctrl-C during set-up. Tracebacks stay for bugs."""
 
 from __future__ import annotations
 
+import copy
+import importlib.util
 import pathlib
 import sys
+import time
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -17,6 +21,67 @@ EXPERIMENTS = pathlib.Path("experiments")  # where `make run EXP=NAME` looks
 
 def define_experiment_flag():
     return config_flags.DEFINE_config_file("config", None, "experiment file[:variant]", lock_config=True)
+
+
+def load_module(path: str | pathlib.Path):
+    """An experiment file as a module (its `get_config`, and `sweep` if it has one)."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(_missing_experiment_message([f"--config={path}"]) or f"no experiment file {path}")
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_experiment(path: str | pathlib.Path, variant: str = ""):
+    """`get_config(variant)` of an experiment file, locked as `--config=path:variant` gives it."""
+    config = load_module(path).get_config(variant)
+    config.lock()
+    return config
+
+
+def apply_overrides(config, overrides: dict) -> None:
+    """Dotted keys into the locked config; a mistyped key is reported with the ConfigDict's 'Did you mean'."""
+    for key, value in overrides.items():
+        *parents, last = key.split(".")
+        target = config
+        try:
+            for part in parents:
+                target = getattr(target, part)
+            setattr(target, last, value)
+        except (AttributeError, TypeError) as e:
+            raise ValueError(f"override {key}={value!r}: {e}") from None
+
+
+def configure(base, overrides: dict):
+    """`base` with `overrides` applied, then its references resolved: a field derived from another (S2's
+    `optim.decay_steps` from `steps`) follows an override of the field it is derived from, as on the command line."""
+    config = copy.deepcopy(base)  # keeps the references; `base` itself stays untouched
+    apply_overrides(config, overrides)
+    return config.copy_and_resolve_references()
+
+
+def train(config, workdir: str | pathlib.Path, *, verbose: bool = False):
+    """One run of an experiment config, as `python -m qwen3jax.run` does it: the log lines (console and
+    `<workdir>/run.log`), the run (resumed from the run directory's newest checkpoint, if any) and its results
+    summary. Returns the Trainer: `stop_signal` says whether a signal stopped the run before its end."""
+    from qwen3jax import runlog
+    from qwen3jax.train.loop import Trainer
+    from qwen3jax.train.metrics import format_duration, read_metrics, summary_table
+
+    started = time.perf_counter()
+    runlog.configure(workdir, verbose=verbose)
+    runlog.say(f"experiment {config.name}: variant {config.variant!r} ({config.variant_reason})")
+    trainer = Trainer(config, workdir)
+    trainer.run()
+    if trainer.stop_signal or not trainer.primary:  # process 0 writes the metrics and says the results
+        return trainer
+    rows = read_metrics(pathlib.Path(workdir) / "metrics.jsonl")
+    runlog.say("\n".join([f"results of {config.name} after {format_duration(time.perf_counter() - started)}:",
+                           *summary_table(rows)]))  # fmt: skip
+    runlog.say(f"outputs in {workdir}/: metrics.jsonl, curves.png, samples.txt, checkpoints/, tensorboard/, run.log")
+    return trainer
 
 
 def fail(message: object, status: int = 1) -> NoReturn:

@@ -11,14 +11,12 @@ schedulers expect of a process ended by that signal."""
 
 from __future__ import annotations
 
-import pathlib
 import signal
 import sys
-import time
 
 from absl import flags
 
-from qwen3jax import experiment_cli, runlog
+from qwen3jax import experiment_cli
 
 _CONFIG = experiment_cli.define_experiment_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory (default: runs/<experiment name>)")
@@ -35,24 +33,10 @@ def main(argv) -> None:
     from qwen3jax.parallel import distributed
 
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)  # before any device is used
-    from qwen3jax.train.loop import Trainer
-    from qwen3jax.train.metrics import format_duration, read_metrics, summary_table
-
-    started = time.perf_counter()
     config = _CONFIG.value
-    workdir = _WORKDIR.value or f"runs/{config.name}"
-    runlog.configure(workdir, verbose=_VERBOSE.value)
-    runlog.say(f"experiment {config.name}: variant {config.variant!r} ({config.variant_reason})")
-    trainer = Trainer(config, workdir)  # errors a user can fix end in one line (experiment_cli.run)
-    trainer.run()
+    trainer = experiment_cli.train(config, _WORKDIR.value or f"runs/{config.name}", verbose=_VERBOSE.value)
     if trainer.stop_signal:  # checkpointed, not finished: a pipeline must not go on to the next stage
         sys.exit(128 + signal.Signals[trainer.stop_signal].value)
-    if not trainer.primary:  # process 0 writes the metrics and says the results
-        return
-    rows = read_metrics(pathlib.Path(workdir) / "metrics.jsonl")
-    runlog.say("\n".join([f"results of {config.name} after {format_duration(time.perf_counter() - started)}:",
-                           *summary_table(rows)]))  # fmt: skip
-    runlog.say(f"outputs in {workdir}/: metrics.jsonl, curves.png, samples.txt, checkpoints/, tensorboard/, run.log")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,6 @@ final metrics: `python -m qwen3jax.sweep --config=experiments/pretrain_s1.py [--
 
 from __future__ import annotations
 
-import copy
-import importlib.util
 import pathlib
 
 from absl import flags
@@ -16,34 +14,10 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "parent directory of the sweep's
 
 
 def load_sweep(config_path: str):
-    path = pathlib.Path(config_path.split(":")[0])
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = experiment_cli.load_module(config_path.split(":")[0])
     if not hasattr(module, "sweep") or not module.sweep():
-        raise ValueError(f"{path} defines no sweep() (or it returned no runs)")
+        raise ValueError(f"{config_path.split(':')[0]} defines no sweep() (or it returned no runs)")
     return module.sweep()
-
-
-def apply_overrides(config, overrides: dict) -> None:
-    """Dotted keys into the locked config; a mistyped key is reported with the ConfigDict's 'Did you mean'."""
-    for key, value in overrides.items():
-        *parents, last = key.split(".")
-        target = config
-        try:
-            for part in parents:
-                target = getattr(target, part)
-            setattr(target, last, value)
-        except (AttributeError, TypeError) as e:
-            raise ValueError(f"sweep override {key}={value!r}: {e}") from None
-
-
-def configure(base, overrides: dict):
-    """`base` with `overrides` applied, then its references resolved: a field derived from another (S2's
-    `optim.decay_steps` from `steps`) follows an override of the field it is derived from, as on the command line."""
-    config = copy.deepcopy(base)  # keeps the references; `base` itself stays untouched for the next run
-    apply_overrides(config, overrides)
-    return config.copy_and_resolve_references()
 
 
 def run_name(overrides: dict) -> str:
@@ -59,7 +33,7 @@ def main(argv) -> None:
     parent = pathlib.Path(_WORKDIR.value or f"runs/{base.name}_sweep")
     results = []
     for i, overrides in enumerate(sweep):
-        results.append((overrides, configure(base, overrides)))  # all overrides are checked before any run starts
+        results.append((overrides, experiment_cli.configure(base, overrides)))  # all overrides are checked before any run starts
     rows = []
     for i, (overrides, config) in enumerate(results):
         print(f"== sweep run {i + 1}/{len(results)}: {overrides}", flush=True)

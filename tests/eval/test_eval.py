@@ -176,6 +176,8 @@ def test_generation_task_bookkeeping_and_cache(checkpoint, monkeypatch):
                               result["cache_key"])  # fmt: skip
     samples = [json.loads(line) for line in (checkpoint / "out" / f"{name}.samples.jsonl").read_text().splitlines()]
     assert len(samples) == 16 and all(s["completion"].startswith("<think>\n\n</think>\n\n") for s in samples)
+    reopened = [s["completion"].count("<think>") > 1 for s in samples]  # past the prefix's empty block
+    assert result["stats"]["think_reopened"] == pytest.approx(np.mean(reopened))
     # The metrics again, from the stored completions and the reward's definition.
     by_record: dict[str, list] = {}
     for s in samples:

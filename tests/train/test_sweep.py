@@ -1,7 +1,7 @@
 """Sweep overrides are applied like command-line overrides: fields derived from an overridden one follow it."""
 
 from experiments import pretrain_s2
-from qwen3jax.sweep import configure
+from qwen3jax.experiment_cli import configure
 
 
 def test_a_sweep_over_steps_moves_the_fields_derived_from_it():

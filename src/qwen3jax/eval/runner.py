@@ -150,6 +150,8 @@ def run_generation(chat: ChatModel, task: Task, settings: Settings) -> tuple[dic
     answered = [c for row in completions for c in row]
     stats = {
         "think_closed": float(np.mean(["</think>" in c for c in answered])) if answered else None,
+        # Both modes' prefixes hold one <think>: a second one is a think block opened again in the reply.
+        "think_reopened": float(np.mean([c.count("<think>") > 1 for c in answered])) if answered else None,
         "mean_chars": float(np.mean([len(c) for c in answered])) if answered else None,
     }
     samples = [
