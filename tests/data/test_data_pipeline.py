@@ -215,6 +215,9 @@ def test_eval_iterator_covers_held_out_records_once(three_sources, tokenizer, un
     assert all(b["tokens"].shape == (4, 64) for b in batches)
     tags = _doc_tags(tokenizer, unpack.rows_of(batches), unpack)
     assert sorted(tags) == sorted([f"alpha {i}" for i in range(9, 150, 10)] + [f"beta {i}" for i in range(150)])
+    # The components are interleaved (an eval of the first batches samples all of them), each in its own order.
+    quarters = [tags[q * len(tags) // 4 : (q + 1) * len(tags) // 4] for q in range(4)]
+    assert all(any(t.startswith("alpha") for t in quarter) for quarter in quarters)  # one after another: all in q1
     # The training stream of alpha never shows its held-out records.
     it = build_pretrain_iterator(
         cfg, seq_len=128, batch_size=8, seed=0, process_index=0, process_count=1, tokenizer=tokenizer

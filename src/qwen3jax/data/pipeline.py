@@ -373,18 +373,28 @@ def build_eval_iterator(
     tokenizer: Tokenizer | None = None,
 ) -> DataIterator:
     """One deterministic pass over the held-out records of every component that has them (embedded sources'
-    eval split, `eval_path`, `eval_every`, TFDS `eval_split`), packed like training data but without the S3
-    length mix; the final partial batch is padded with all-zero rows. A held-out split smaller than the process
-    count leaves some processes without its records; they skip it."""
+    eval split, `eval_path`, `eval_every`, TFDS `eval_split`), the components evenly interleaved, packed like
+    training data but without the S3 length mix; the final partial batch is padded with all-zero rows. A held-out
+    split smaller than the process count leaves some processes without its records; they skip it."""
     b = _Builder(data_cfg, seq_len, batch_size, process_index, process_count, tokenizer)
     parts = [one for comp in b.cfg.sources if (one := b.one_pass(comp, "eval", skip_empty_share=True)) is not None]
     if not parts:
         raise ValueError(
             "no source has held-out data: set eval_path, eval_every or eval_split, or use embedded sources"
         )
-    documents = grain.MapDataset.concatenate(parts).to_iter_dataset(b.read_options)
+    documents = _interleaved(parts).to_iter_dataset(b.read_options)
     batches = b.rows(documents, 0).batch(batch_size).map(functools.partial(pad_batch, batch_size=batch_size))
     return b.iterator(batches)
+
+
+def _interleaved(parts: list[grain.MapDataset]) -> grain.MapDataset:
+    """The parts' records evenly interleaved, each part in its own order: record k of a part of n records sits at
+    (k + 0.5) / n of the pass. An eval that reads only the first batches (`eval.batches`) then sees every component
+    in proportion to its held-out size, where one part after another showed it the first component alone."""
+    whole = grain.MapDataset.concatenate(parts)
+    places = np.concatenate([(np.arange(len(part)) + 0.5) / len(part) for part in parts])
+    order = np.argsort(places, kind="stable")
+    return grain.MapDataset.range(len(order)).map(lambda i: whole[int(order[i])])
 
 
 def build_component_rows(
