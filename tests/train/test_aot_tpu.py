@@ -130,6 +130,7 @@ def test_train_step_compiles_for_a_tpu_slice(tmp_path, preset, topology, mesh):
     if moe:  # what full-size MoE variants run on TPU: grouped matmuls, tokens exchanged with ragged all-to-all
         overrides.update({"model.moe_kernel": "ragged", "model.moe_expert_exchange": "auto"})
     trainer, report = _tiny_on(preset, topology, tmp_path, **overrides)
+    assert "TPU_WORKER_HOSTNAMES" not in os.environ  # libtpu's loading settings do not make this process a TPU VM
     assert report["fits"] and report["chips"] == 4 and report["attention_kernel"] == "splash"
     assert report["mesh"] == mesh | {"data": 1} or report["mesh"] == {k: v for k, v in mesh.items() if v > 1}
     # fp32 weights sharded 4 ways (fsdp x expert), norms replicated: ~ 4 bytes x params / 4 per chip.

@@ -210,8 +210,9 @@ def test_stages_chain_from_previous_run_directories(tmp_path, monkeypatch):
     Trainer(s1, "runs/pretrain_s1").run()
     for module, steps in [(pretrain_s2, 2), (pretrain_s3, 2)]:
         c = module.get_config("tiny")
-        c.model.update({k: s1.model[k] for k in ("vocab_size", "hidden_size", "intermediate_size", "num_layers",
-                                                  "num_heads", "num_kv_heads", "head_dim")})  # fmt: skip
+        shape = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads",
+                 "head_dim", "tie_word_embeddings")  # fmt: skip
+        c.model.update({k: s1.model[k] for k in shape})
         c.data.vocab_size = 512
         c.seq_len, c.global_batch, c.steps, c.samples.num, c.eval.batches = c.seq_len // 8, 8, steps, 0, 1
         out = Trainer(c, f"runs/{c.name}").run()

@@ -124,16 +124,22 @@ def topology_devices(tpu_slice: Slice) -> list:
     # libtpu looks for the TPU VM it runs on (metadata server, worker list) when it loads; off a TPU VM that only
     # prints warnings, which these settings silence. A real TPU VM's own settings are kept. Compiling claims no
     # chip, so several processes may load libtpu at once (parallel tests) instead of the second one failing on
-    # libtpu's lock file.
-    for key, value in (("TPU_ACCELERATOR_TYPE", tpu_slice.accelerator_type), ("TPU_SKIP_MDS_QUERY", "1"),
-                       ("TPU_WORKER_HOSTNAMES", "localhost"), ("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")):  # fmt: skip
-        os.environ.setdefault(key, value)
-    from jax.experimental import topologies
+    # libtpu's lock file. The settings are taken back afterwards: left in the environment, they would make this
+    # process and the ones it starts look like a TPU VM (`distributed.on_tpu_vm`).
+    settings = {"TPU_ACCELERATOR_TYPE": tpu_slice.accelerator_type, "TPU_SKIP_MDS_QUERY": "1",
+                "TPU_WORKER_HOSTNAMES": "localhost", "ALLOW_MULTIPLE_LIBTPU_LOAD": "1"}  # fmt: skip
+    added = {key: value for key, value in settings.items() if key not in os.environ}
+    os.environ.update(added)
+    try:
+        from jax.experimental import topologies
 
-    options = {}
-    if tpu_slice.chips < tpu_slice.chip.chips_per_host:  # a slice smaller than one host: the host is the slice
-        options["chips_per_host_bounds"] = [*tpu_slice.grid, 1][:3]
-    description = topologies.get_topology_desc(platform="tpu", topology_name=tpu_slice.compiler_name, **options)
+        options = {}
+        if tpu_slice.chips < tpu_slice.chip.chips_per_host:  # a slice smaller than one host: the host is the slice
+            options["chips_per_host_bounds"] = [*tpu_slice.grid, 1][:3]
+        description = topologies.get_topology_desc(platform="tpu", topology_name=tpu_slice.compiler_name, **options)
+    finally:
+        for key in added:
+            del os.environ[key]
     return list(description.devices)
 
 
