@@ -97,14 +97,13 @@ def model_generate(
     chat, *, max_new_tokens: int, thinking: bool, system: str | None
 ) -> Callable[[Sequence[str]], list[str]]:
     """A batch generate function of a frozen judge `chat` (greedy, through the chat template)."""
-    from qwen3jax.chat import encode_prompt
     from qwen3jax.sample import generate
 
     def run(texts: Sequence[str]) -> list[str]:
         prompts = []
         for text in texts:
             messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
-            ids = encode_prompt(chat.tokenizer, messages, enable_thinking=thinking)  # a reply cannot inject a turn
+            ids = chat.encode_prompt(messages, thinking)  # the reply is message text: it cannot inject a turn
             context = chat.model.config.max_position_embeddings - max_new_tokens
             prompts.append(ids[-context:] if len(ids) > context else ids)  # keep the end: the response and the ask
         result = generate(
