@@ -67,6 +67,28 @@ def test_grpo_step_loss_equals_the_numpy_reference(aggregation):
     assert float(metrics["completion_tokens"]) == 6 + 3 + 6  # row 4 untrained, one forced token dropped
 
 
+def _reference_entropy(state, rows):
+    """NumPy: the mean entropy of the model's full softmax at the positions predicting each sampled token."""
+    logits = np.asarray(state.model()(jnp.asarray(rows["tokens"]), jnp.asarray(rows["positions"]),
+                                      jnp.asarray(rows["segment_ids"])), np.float64)  # fmt: skip
+    logp = _log_softmax(logits)
+    entropy = -(np.exp(logp) * logp).sum(-1)[:, :-1]
+    sampled = rows["sampled_mask"][:, 1:].astype(bool)
+    return entropy[sampled].mean()
+
+
+@pytest.mark.parametrize("trained", [[True, True, True, False], [False] * 4])
+def test_entropy_is_the_mean_over_every_sampled_token_trained_or_not(trained):
+    """Rows 4 (untrained) and the forced token: in the entropy, not in the loss; a batch without any trained token
+    (no signal) reports its policy's entropy too, not 0."""
+    _, _, state, rows = _setup()
+    rows["loss_mask"][~np.array(trained)] = 0
+    loss = GrpoLoss(vocab_slices=3)
+    _, metrics = jax.jit(lambda s, b: train_step(s, b, loss_fn=loss))(state, {k: jnp.asarray(v) for k, v in rows.items()})
+    assert rows["sampled_mask"].sum() == 6 + 3 + 6 + 5
+    assert float(metrics["entropy"]) == pytest.approx(_reference_entropy(state, rows), rel=1e-5)
+
+
 def test_grpo_step_with_reference_kl_and_micro_batches():
     cfg, mesh, state, rows = _setup()
     _, _, ref_state, _ = _setup(seed=1)  # another model as the frozen reference
@@ -77,7 +99,7 @@ def test_grpo_step_with_reference_kl_and_micro_batches():
     two = jax.jit(lambda s, b, f: train_step(s, b, f, loss_fn=loss, num_micro_batches=2))(state, batch, frozen)[1]
     assert float(one["loss"]) == pytest.approx(_reference(state, rows, loss, ref_state), rel=2e-5)
     assert float(one["kl"]) > 0
-    for key in ("loss", "grad_norm", "kl", "clip_frac"):
+    for key in ("loss", "grad_norm", "kl", "clip_frac", "entropy"):
         assert float(two[key]) == pytest.approx(float(one[key]), rel=1e-5), key
     with pytest.raises(ValueError, match="needs the frozen model 'reference'"):
         jax.jit(lambda s, b: train_step(s, b, loss_fn=loss))(state, batch)

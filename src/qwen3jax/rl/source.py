@@ -27,7 +27,7 @@ import jax
 import numpy as np
 
 from qwen3jax.data.verifiable import batch_fields, load_verifiable
-from qwen3jax.rewards import build_rewards
+from qwen3jax.rewards import RewardResult, WeightedRewards, build_rewards
 from qwen3jax.rl.advantages import group_advantages, overlong_penalty
 from qwen3jax.rl.rows import rollout_rows
 from qwen3jax.sample import generate
@@ -83,6 +83,8 @@ class _Group:
     forced: list[np.ndarray]
     truncated: list[bool]
     texts: list[str]
+    total: RewardResult | None = None  # the weighted reward of each completion, once judged
+    parts: dict[str, RewardResult] = dataclasses.field(default_factory=dict)  # each reward's own results
 
 
 @SOURCES.register("rollouts")
@@ -123,8 +125,8 @@ class RolloutSource:
         self._scale, self._mu = advantage_scale, updates_per_rollout
         self._dynamic, self._max_refills = dynamic_sampling, max_refills
         self._overlong, self._overlong_cache = overlong, overlong_cache
-        self.rewards = build_rewards(list(c.rewards), lend=trainer.lend_frozen)
-        self._stream = PromptStream(load_verifiable(prompts, "train"), seed=c.seed)
+        self.rewards = self._build_rewards()
+        self._stream = self._prompt_stream(prompts)
         self._seed = c.seed
         self._rollouts = 0  # rollout batches sampled so far (seeds the sampler)
         self._pending: dict[str, np.ndarray] | None = None  # rows still to train on in this μ cycle
@@ -162,6 +164,22 @@ class RolloutSource:
     def report(self) -> dict[str, Any]:
         return dict(self._report)
 
+    # ---- what a task mixture (`rl/mixture.py`) replaces -------------------------------------------------------------
+    def _build_rewards(self) -> WeightedRewards:
+        return build_rewards(list(self._trainer.config.rewards), lend=self._trainer.lend_frozen)
+
+    def _prompt_stream(self, prompts: str) -> PromptStream:
+        return PromptStream(load_verifiable(prompts, "train"), seed=self._trainer.config.seed)
+
+    def _judge(self, groups: list[_Group]) -> None:
+        """Sets every group's rewards: here the run's rewards score every completion."""
+        judge_groups(self.rewards, groups, self.group_size)
+
+    def _batch_metrics(self, groups: list[_Group]) -> dict[str, float]:
+        """Metrics of the trained batch beyond the rewards' (a mixture's per-task means)."""
+        del groups
+        return {}
+
     # ---- sampling ---------------------------------------------------------------------------------------------------
     def _local_rows(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """This process's contiguous share of the global rows."""
@@ -183,8 +201,7 @@ class RolloutSource:
     def sample_and_score(self, model, records: list[dict[str, Any]], round_: int = 0):
         """(rewards [G, N], judged [G, N]) of `group_size` completions of each record sampled from `model` as a
         rollout samples them (the `select` command's pass rates)."""
-        rewards, judged, _, _ = self._score(self._sample(model, records, round_))
-        return rewards, judged
+        return self._score(self._sample(model, records, round_))
 
     def _sample(self, model, records: list[dict[str, Any]], round_: int) -> list[_Group]:
         prompt_ids = [self.prompt_ids(r) for r in records]
@@ -204,13 +221,11 @@ class RolloutSource:
                                  texts))  # fmt: skip
         return groups
 
-    def _score(self, groups: list[_Group]):
-        records = [grp.record for grp in groups for _ in range(self.group_size)]
-        prompts, fields = batch_fields(records)
-        completions = [t for grp in groups for t in grp.texts]
-        result, metrics = self.rewards.score(prompts, completions, **fields)
-        rewards = result.scores.reshape(len(groups), self.group_size)
-        judged = result.mask.reshape(len(groups), self.group_size).copy()
+    def _score(self, groups: list[_Group]) -> tuple[np.ndarray, np.ndarray]:
+        """(rewards [G, N] with the overlong shaping, judged [G, N]) of judged groups."""
+        self._judge(groups)
+        rewards = np.stack([grp.total.scores for grp in groups])
+        judged = np.stack([grp.total.mask for grp in groups])
         truncated = np.array([grp.truncated for grp in groups])
         if self._overlong == "soft":
             lengths = np.array([[len(c) for c in grp.completions] for grp in groups])
@@ -218,19 +233,19 @@ class RolloutSource:
                                                  cache_tokens=min(self._overlong_cache, self.max_new_tokens))  # fmt: skip
         if self._overlong == "filter":
             judged &= ~truncated
-        return rewards, judged, result, metrics
+        return rewards, judged
 
     def _rollout(self, state: TrainState) -> dict[str, np.ndarray]:
         start = time.perf_counter()
         policy = state.model()
         groups = self._sample(policy, self._stream.take(self.prompts_per_step), 0)
-        rewards, judged, result, metrics = self._score(groups)
+        rewards, judged = self._score(groups)
         advantages = group_advantages(rewards, judged, scale=self._scale)
         refills = 0
         while self._dynamic and advantages.zero_std.any() and refills < self._max_refills:
             refills += 1
             extra = self._sample(policy, self._stream.take(int(advantages.zero_std.sum())), refills)
-            x_rewards, x_judged, _, _ = self._score(extra)
+            x_rewards, x_judged = self._score(extra)
             x_adv = group_advantages(x_rewards, x_judged, scale=self._scale)
             # Replace signal-less groups by new groups that have a signal, in order.
             useful = [j for j in range(len(extra)) if not x_adv.zero_std[j]]
@@ -251,10 +266,10 @@ class RolloutSource:
         )  # fmt: skip
         lengths = np.array([len(c) for grp in groups for c in grp.completions])
         flat_rewards = rewards.reshape(-1)[judged.reshape(-1)]
+        totals = RewardResult.concat([grp.total for grp in groups])
         self._metrics = {
-            # reward/<name> is a reward's mean over judged completions; its judged share and masked counts keep
-            # their longer names.
-            **{k.removesuffix("/mean"): v for k, v in metrics.items() if not k.startswith("reward/total")},
+            **component_metrics(groups),
+            **self._batch_metrics(groups),
             "reward_mean": float(flat_rewards.mean()) if flat_rewards.size else float("nan"),
             "reward_std": float(flat_rewards.std()) if flat_rewards.size else float("nan"),
             "masked_frac": float(1 - judged.mean()),
@@ -264,7 +279,29 @@ class RolloutSource:
             "rollout_tokens_per_s": float(lengths.sum() / seconds),
             "refill_rounds": float(refills),
         }
-        for reason, n in result.masked_counts().items():
+        for reason, n in totals.masked_counts().items():
             self._report["masked"][reason] = self._report["masked"].get(reason, 0) + n
         self._report["rollouts"] = self._rollouts
         return rows
+
+
+def judge_groups(rewards: WeightedRewards, groups: list[_Group], group_size: int) -> None:
+    """Scores every completion of `groups` with `rewards` in one batch and stores each group's results."""
+    records = [grp.record for grp in groups for _ in range(group_size)]
+    prompts, fields = batch_fields(records)
+    total, parts = rewards.score_parts(prompts, [t for grp in groups for t in grp.texts], **fields)
+    for i, grp in enumerate(groups):
+        rows = slice(i * group_size, (i + 1) * group_size)
+        grp.total, grp.parts = total.select(rows), {name: part.select(rows) for name, part in parts.items()}
+
+
+def component_metrics(groups: list[_Group]) -> dict[str, float]:
+    """`reward/<name>` (a reward's mean over the completions it judged), `reward/<name>/judged` and
+    `reward/<name>/masked/<reason>` over the completions of `groups` that the reward scored (the trained batch, so
+    they agree with `reward_mean` after refills)."""
+    names = list(dict.fromkeys(name for grp in groups for name in grp.parts))
+    metrics = {}
+    for name in names:
+        part = RewardResult.concat([grp.parts[name] for grp in groups if name in grp.parts])
+        metrics.update({k.removesuffix("/mean"): v for k, v in part.metrics(f"reward/{name}").items()})
+    return metrics
