@@ -173,7 +173,7 @@ def test_the_step_metrics_describe_the_trained_batch(tmp_path, monkeypatch):
 def test_with_refills_every_reward_metric_is_the_trained_batchs(tmp_path, monkeypatch):
     """The first round's replies are all alike (no group has a signal); the refill's differ. `reward/ifeval` and
     `reward_mean` both describe the refilled, trained batch (a task with the one reward `ifeval`)."""
-    alike = ["just some text"] * 4
+    alike = ["JUST TEXT"] * 4  # follows no constraint: reward 0 in every first-round group
     generate, calls = _fake_generate(lambda call: alike if call == 0 else REPLIES)
     monkeypatch.setattr(rollout_source, "generate", generate)
     tasks = _tasks(tmp_path)
@@ -182,7 +182,7 @@ def test_with_refills_every_reward_metric_is_the_trained_batchs(tmp_path, monkey
     source.next(types.SimpleNamespace(model=lambda: None))
     metrics = source.metrics()
     assert len(calls) == 2 and metrics["refill_rounds"] == 1 and metrics["zero_std_groups_frac"] < 1
-    assert metrics["reward/ifeval"] == pytest.approx(metrics["reward_mean"])
+    assert metrics["reward/ifeval"] == pytest.approx(metrics["reward_mean"]) and metrics["reward_mean"] > 0
 
 
 def test_a_restored_source_draws_the_same_tasks_prompts_and_rows(tmp_path, monkeypatch):
