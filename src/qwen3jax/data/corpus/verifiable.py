@@ -307,14 +307,20 @@ _QA_OFFSET = 1_000_000  # problem indices of their own, so QA questions are not 
 
 
 def _qa_record(rng: random.Random, index: int) -> tuple[str, dict[str, Any]] | None:
-    """A math question with a reference answer for the judge (no answer format asked for)."""
+    """A math question with a reference answer for the judge (no answer format asked for), not one of the math
+    set's (small problem spaces repeat across indices)."""
     drawn = _math_record(rng, _QA_OFFSET + index)
-    if drawn is None:
+    if drawn is None or drawn[1]["prompt"] in _math_prompts():
         return None
     query, math = drawn
     return query, {
         "prompt": query, "reference": math["gold"], "rewards": [{"name": "judge"}], "domain": "qa", "kind": math["kind"],
     }  # fmt: skip
+
+
+@functools.cache
+def _math_prompts() -> frozenset[str]:
+    return frozenset(r["prompt"] for split in _splits("math").values() for r in split)
 
 
 _SWITCHES = ("/think", "/no_think")
