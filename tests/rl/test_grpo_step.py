@@ -1,6 +1,7 @@
 """The `grpo` loss through THE train step on rollout rows equals the objective computed independently from the
-model's full logits with NumPy (log-softmax, token alignment, clipping, aggregation, k3 KL to a reference), and two
-micro-batches give the same loss and gradient norm as one batch."""
+model's full logits with NumPy (log-softmax, token alignment, clipping, aggregation, k3 KL to a reference), its
+`entropy` metric the mean entropy over every sampled token, and two micro-batches give the same loss and gradient
+norm as one batch."""
 
 import jax
 import jax.numpy as jnp
@@ -57,16 +58,6 @@ def _reference(state, rows, loss: GrpoLoss, ref_state=None):
     return total
 
 
-@pytest.mark.parametrize("aggregation", ["token_mean", "sequence_mean", "constant"])
-def test_grpo_step_loss_equals_the_numpy_reference(aggregation):
-    cfg, mesh, state, rows = _setup()
-    loss = GrpoLoss(aggregation=aggregation, max_tokens=8, vocab_slices=3)
-    batch = {k: jnp.asarray(v) for k, v in rows.items()}
-    _, metrics = jax.jit(lambda s, b: train_step(s, b, loss_fn=loss))(state, batch)
-    assert float(metrics["loss"]) == pytest.approx(_reference(state, rows, loss), rel=2e-5)
-    assert float(metrics["completion_tokens"]) == 6 + 3 + 6  # row 4 untrained, one forced token dropped
-
-
 def _reference_entropy(state, rows):
     """NumPy: the mean entropy of the model's full softmax at the positions predicting each sampled token."""
     logits = np.asarray(state.model()(jnp.asarray(rows["tokens"]), jnp.asarray(rows["positions"]),
@@ -77,15 +68,26 @@ def _reference_entropy(state, rows):
     return entropy[sampled].mean()
 
 
-@pytest.mark.parametrize("trained", [[True, True, True, False], [False] * 4])
-def test_entropy_is_the_mean_over_every_sampled_token_trained_or_not(trained):
-    """Rows 4 (untrained) and the forced token: in the entropy, not in the loss; a batch without any trained token
-    (no signal) reports its policy's entropy too, not 0."""
+@pytest.mark.parametrize("aggregation", ["token_mean", "sequence_mean", "constant"])
+def test_grpo_step_loss_equals_the_numpy_reference(aggregation):
+    cfg, mesh, state, rows = _setup()
+    loss = GrpoLoss(aggregation=aggregation, max_tokens=8, vocab_slices=3)
+    batch = {k: jnp.asarray(v) for k, v in rows.items()}
+    _, metrics = jax.jit(lambda s, b: train_step(s, b, loss_fn=loss))(state, batch)
+    assert float(metrics["loss"]) == pytest.approx(_reference(state, rows, loss), rel=2e-5)
+    assert float(metrics["completion_tokens"]) == 6 + 3 + 6  # row 4 untrained, one forced token dropped
+    # The entropy counts every sampled token, row 4's too (not the forced one).
+    assert rows["sampled_mask"].sum() == 6 + 3 + 6 + 5
+    assert float(metrics["entropy"]) == pytest.approx(_reference_entropy(state, rows), rel=1e-5)
+
+
+def test_a_batch_without_signal_reports_its_policys_entropy():
+    """No trained token at all (every group without signal): the entropy is still the mean over the sampled tokens,
+    not 0."""
     _, _, state, rows = _setup()
-    rows["loss_mask"][~np.array(trained)] = 0
+    rows["loss_mask"][:] = 0
     loss = GrpoLoss(vocab_slices=3)
     _, metrics = jax.jit(lambda s, b: train_step(s, b, loss_fn=loss))(state, {k: jnp.asarray(v) for k, v in rows.items()})
-    assert rows["sampled_mask"].sum() == 6 + 3 + 6 + 5
     assert float(metrics["entropy"]) == pytest.approx(_reference_entropy(state, rows), rel=1e-5)
 
 

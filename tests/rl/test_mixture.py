@@ -239,3 +239,39 @@ def test_bad_tasks_fail_early_naming_the_problem(tmp_path):
              "b": dict(tasks["qa"], rewards=[{"name": "format", "default_thinking": False}])}  # fmt: skip
     with pytest.raises(ValueError, match="reward label 'format' names two configurations"):
         mixture.build_task_rewards(mixture.parse_tasks(clash))
+
+
+def test_the_held_out_evaluation_scores_each_tasks_replies_with_its_rewards(tmp_path, monkeypatch):
+    """`held_out_mixture`: every task's first held-out prompts (switches alternating in "mixed" mode), each reply
+    scored by its task's rewards, per task and per reward, as direct calls score them."""
+    import qwen3jax.sample
+
+    seen = []
+
+    def greedy(model, prompts, **_):
+        seen.extend(prompts)
+        tokens = [TOK.encode(REPLIES[i % 4]) + [STOP] for i in range(len(prompts))]
+        return GenerationResult(tokens, [], [], [], ["stop"] * len(tokens), [len(t) for t in tokens])
+
+    monkeypatch.setattr(qwen3jax.sample, "generate", greedy)
+    source = _source(_tasks(tmp_path))
+    eval_config = types.SimpleNamespace(name="held_out_mixture", num_prompts=2, max_new_tokens=8,
+                                        get=lambda key, default=None: {"num_prompts": 2, "max_new_tokens": 8}.get(key, default))  # fmt: skip
+    trainer = types.SimpleNamespace(config=types.SimpleNamespace(eval=eval_config), source=source)
+    metrics, rows = mixture.HeldOutMixture(trainer).score(None)
+    # JSONL prompt files have no split: the held-out prompts are each file's first two records.
+    expected = [slot.prepare(r, slot.fixed_switch(i)) for slot in source.slots
+                for i, r in enumerate(load_verifiable(slot.prompts, "eval")[:2])]  # fmt: skip
+    assert [row["prompt"] for row in rows] == [r["messages"] for r in expected]
+    assert [r["messages"][-1]["content"].rsplit(" ", 1)[1] for r in expected if r["task"] == "instruction"] == [
+        "/think", "/no_think"]  # fmt: skip
+    scores = {}
+    for i, record in enumerate(expected):
+        parts, total = _direct(record)
+        for label, values in parts.items():
+            scores.setdefault(f"eval/{record['task']}/reward/{label}", []).append(values[i % 4])
+        scores.setdefault(f"eval/{record['task']}/reward_mean", []).append(total[i % 4])
+        scores.setdefault("eval/reward_mean", []).append(total[i % 4])
+    assert set(metrics) == set(scores)
+    for key, values in scores.items():
+        assert metrics[key] == pytest.approx(np.mean(values)), key
