@@ -15,10 +15,7 @@ Held-out evaluation: every task's held-out prompts, greedy, scored by the task's
 
 import ml_collections
 
-from qwen3jax.data.stages import chat_sft_config
-from qwen3jax.train.config import choose_variant, pretrain_config
-
-FULL_SIZE_DEFAULT = "qwen3_0_6b"
+from experiments import rl_reasoning
 
 
 def tasks() -> dict:
@@ -41,52 +38,23 @@ def tasks() -> dict:
 
 
 def get_config(arg: str = ""):
-    variant, reason = choose_variant(arg, FULL_SIZE_DEFAULT)
-    tiny = variant.startswith("tiny")
-    config = pretrain_config("rl_general", variant, reason)
+    """Reasoning RL's settings (GRPO, clip-higher, token-mean) with the task mixture as the batch source."""
+    config = rl_reasoning.get_config(arg)
+    tiny = config.variant.startswith("tiny")
+    config.name = "rl_general"
     config.init_from = "runs/sft_thinking_fusion"
-    config.data = chat_sft_config()  # the tokenizer of the model's data (rollout prompts come from the tasks)
-    group_size = 8
-    config.global_batch = 64 if tiny else 512  # prompts per step = global_batch / group_size
     config.seq_len = 256 if tiny else 8192
-    config.micro_batches = 1 if tiny else 0
-    config.steps = 40 if tiny else 200
-    config.batch_source = ml_collections.ConfigDict(
-        {
-            "name": "task_mixture",
-            "tasks": tasks(),
-            "group_size": group_size,
-            "max_new_tokens": 64 if tiny else 4096,
-            "temperature": 1.0,
-            "top_p": 1.0,
-            "top_k": 0,
-            "advantage_scale": "std",
-            "updates_per_rollout": 1,
-            "dynamic_sampling": True,  # many groups of rule rewards are all-pass or all-fail
-            "max_refills": 2,
-            "overlong": "soft",
-            "overlong_cache": 16 if tiny else 512,
-        }
-    )
+    source = config.batch_source
+    del source["prompts"], source["thinking"]  # each task has its prompts and mode
+    source.update(name="task_mixture", tasks=tasks(), max_new_tokens=64 if tiny else 4096, overlong="soft",
+                  dynamic_sampling=True)  # many groups of rule rewards are all-pass or all-fail  # fmt: skip
     config.rewards = []  # each task names its own rewards
     config.frozen = ml_collections.ConfigDict(
         {"judge": {"path": "runs/sft_thinking_fusion"}, "reward_model": {"path": "runs/reward_model"}}
     )  # beta > 0 adds {"reference": {"path": <the init_from checkpoint>}}
-    config.loss = ml_collections.ConfigDict(
-        {"name": "grpo", "eps_low": 0.2, "eps_high": 0.28, "aggregation": "token_mean", "max_tokens": 64 if tiny else 4096,
-         "beta": 0.0, "entropy_coef": 0.0, "vocab_slices": 1 if tiny else 8}  # fmt: skip
-    )
-    config.optim.peak_lr = 2e-5 if tiny else 1e-6
-    config.optim.warmup_steps = 0
-    config.optim.schedule = "cosine"
-    config.optim.end_lr_ratio = 1.0  # constant rate
-    config.optim.weight_decay = 0.0
-    config.eval.update(name="held_out_mixture", every=10 if tiny else 20, num_prompts=8 if tiny else 64,
-                       max_new_tokens=64 if tiny else 4096)  # fmt: skip
-    config.log_every = 1
-    config.checkpoint.every = 10 if tiny else 20
-    config.samples.name = "chat"
-    config.samples.num = 2
+    config.loss.max_tokens = 64 if tiny else 4096
+    config.eval = ml_collections.ConfigDict({"name": "held_out_mixture", "every": 10 if tiny else 20,
+                                            "num_prompts": 8 if tiny else 64, "max_new_tokens": 64 if tiny else 4096})  # fmt: skip
     config.samples.max_new_tokens = 64 if tiny else 1024
     config.samples.prompts = ["Describe bees in two sentences. /no_think", "What is 12 * 13? /think"]
     return config

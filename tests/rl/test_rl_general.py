@@ -14,9 +14,9 @@ import random
 import numpy as np
 import pytest
 
-from experiments import rl_general, sft_chat
+from experiments import rl_general
 from qwen3jax.rewards.ifeval import instruction_text
-from tests.rl.test_rl_reasoning import _rows, _trainer, _write_jsonl
+from tests.rl.test_rl_reasoning import _rows, _trainer, _write_jsonl, train_sft_start
 from tests.train.helpers import TINY_MODEL
 
 LOWERCASE = {"id": "lowercase"}
@@ -46,16 +46,7 @@ def start(tmp_path_factory):
         _write_jsonl(root / f"instruction_{name}.jsonl", [
             {"prompt": f"{p} {ask}", "constraints": [LOWERCASE], "rewards": [{"name": "ifeval"}]} for p in prompts
         ])  # fmt: skip
-    config = sft_chat.get_config("tiny")
-    config.model.update(TINY_MODEL)
-    config.data.vocab_size = 512
-    config.data.sources = {"replies": {"kind": "jsonl", "path": _write_jsonl(root / "sft.jsonl", sft), "format": "chat",
-                                       "weight": 1.0}}  # fmt: skip
-    config.init_from = ""
-    config.seq_len, config.global_batch, config.steps, config.log_every = 128, 16, 60, 20
-    config.eval.every, config.samples.num, config.checkpoint.async_save = 0, 0, False
-    config.optim.peak_lr, config.optim.warmup_steps = 1e-2, 5
-    _trainer(config, root / "sft").run()
+    train_sft_start(_write_jsonl(root / "sft.jsonl", sft), root / "sft", seq_len=128, source="replies")
     return root
 
 
@@ -87,10 +78,10 @@ def test_general_rl_raises_the_format_and_instruction_rewards_on_held_out_prompt
     evals = {r["step"]: r for r in rows if "eval/reward_mean" in r}
     before, after = evals[0], evals[30]
     fmt, follow = "eval/format/reward/format", "eval/instruction/reward/ifeval"
-    print({k: (before[k], after[k]) for k in (fmt, follow, "eval/reward_mean")})
-    print([round(r["train/reward_mean"], 2) for r in train], [round(r["train/entropy"], 2) for r in train])
     assert before[fmt] <= 0.2 and after[fmt] >= 0.8, (before[fmt], after[fmt])
     assert before[follow] <= 0.2 and after[follow] >= 0.8, (before[follow], after[follow])
+    # Measured (seed 0): held-out greedy format 0 -> 1 and ifeval 0 -> 1; training reward_mean of steps 1-5 0.17,
+    # of steps 26-30 0.85; entropy 0.52-1.6 nats per sampled token but for a spike to 5.0 after the first update.
     reward = np.array([r["train/reward_mean"] for r in train])
     assert reward[-5:].mean() > reward[:5].mean() + 0.3, reward
     assert {"train/task/format/reward_mean", "train/task/instruction/reward_mean", "train/reward/format",
