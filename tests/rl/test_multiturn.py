@@ -139,6 +139,22 @@ def test_a_scripted_multiturn_rollout_is_the_official_templates_rendering(qwen3)
     assert episodes[0].final_answer == THINK.format(row=0, turn=1) + "It is 84."
 
 
+def test_a_row_whose_next_turn_would_not_fit_ends_truncated(qwen3):
+    tok, _ = qwen3
+    tools = ToolEnvironment(["calculator", "python"])
+    prompts = [encode_prompt(tok, [{"role": "user", "content": q}], tools=tools.schemas) for q in QUESTIONS]
+    policy = ScriptedPolicy(tok)
+    max_len = 2048
+    episodes = multiturn_rollout(policy, prompts, n=2, tools=tools, tokenizer=tok, reply_text=tok.decode,
+                                 max_turns=3, max_new_tokens=max_len - max(map(len, prompts)) - 40, max_len=max_len,
+                                 enable_thinking=True)  # fmt: skip
+    # Rows 0 and 2 called tools: their responses and a next turn of max_new_tokens do not fit in max_len.
+    for row in (0, 2):
+        assert episodes[row].truncated and episodes[row].turns == 1
+        assert episodes[row].tokens == prompts[row // 2] + policy.tokens_of(row, 0)
+    assert not episodes[1].truncated and episodes[3].truncated  # answered; cut by the turn's length limit
+
+
 def test_trained_logprobs_equal_a_full_forward_over_the_assembled_sequence():
     """A random tiny model samples only among ids 0-9 of the tiny tokenizer (its special tokens: `vocab_limit`),
     so turns often open a `<tool_call>` and end with `<|im_end|>` (the only stop id here): malformed calls get error

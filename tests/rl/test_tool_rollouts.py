@@ -4,13 +4,16 @@ sampling is limited to the tokenizer's special tokens, with `<|im_end|>` as the 
 conversations."""
 
 import json
+import types
 
 import jax
 import numpy as np
 import pytest
 
 from experiments import rl_reasoning
+from qwen3jax.data.tokenizer import default_tokenizer
 from qwen3jax.rl import source as rollout_source
+from qwen3jax.rl.source import RolloutSource
 from qwen3jax.sample import generate
 from qwen3jax.train.loop import Trainer
 from tests.train.helpers import TINY_MODEL
@@ -55,3 +58,17 @@ def test_an_rl_step_with_tools_logs_its_tool_use(tmp_path, monkeypatch):
     assert logged["train/completion_tokens"] > 0 and np.isfinite(logged["train/loss"])
     report = json.loads((tmp_path / "data_report.json").read_text())
     assert sum(report["tool_errors"].values()) == len(errors)
+
+
+def test_tool_settings_are_checked():
+    trainer = types.SimpleNamespace(config=types.SimpleNamespace(global_batch=8, seed=0, seq_len=256, rewards=[]),
+                                    layout=None, tokenizer=default_tokenizer(512), lend_frozen=None)  # fmt: skip
+    for options, message in [
+        (dict(tools=["calculator"]), "needs max_turns >= 2"),
+        (dict(max_turns=3), "needs tools"),
+        (dict(tools=["calculator"], max_turns=2, overlong="soft"), "with tools use 'filter'"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            RolloutSource(trainer, prompts="embedded:math", group_size=4, **options)
+    with pytest.raises(KeyError, match="unknown tool 'calc'"):
+        RolloutSource(trainer, prompts="embedded:math", group_size=4, tools=["calc"], max_turns=2)

@@ -5,6 +5,7 @@ tools."""
 
 from __future__ import annotations
 
+import ast
 import json
 
 import pytest
@@ -75,6 +76,15 @@ def test_the_calculator_refuses_anything_but_bounded_arithmetic(expression, mess
     with pytest.raises(ToolError, match=message) as refused:
         calculate(expression)
     assert refused.value.kind == "failed"
+
+
+def test_a_huge_power_is_refused_before_it_is_computed(monkeypatch):
+    computed = []
+    monkeypatch.setitem(tools_lib._BINARY, ast.Pow, lambda a, b: computed.append((a, b)) or a**b)
+    for expression in ("3 ** 10000", "9 ** 9 ** 9"):
+        with pytest.raises(ToolError, match="too large"):
+            calculate(expression)
+    assert computed == [(9, 9)]  # only the inner, small power
 
 
 def _call(name, **arguments):
