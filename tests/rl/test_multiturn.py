@@ -18,7 +18,7 @@ import re
 import numpy as np
 import pytest
 
-from qwen3jax.chat import encode_prompt, render_with_jinja
+from qwen3jax.chat import EMPTY_THINK, encode_prompt, render_with_jinja
 from qwen3jax.data.tokenizer import default_tokenizer
 from qwen3jax.rl.multiturn import multiturn_rollout
 from qwen3jax.rl.tools import ToolEnvironment
@@ -153,6 +153,37 @@ def test_a_row_whose_next_turn_would_not_fit_ends_truncated(qwen3):
         assert episodes[row].truncated and episodes[row].turns == 1
         assert episodes[row].tokens == prompts[row // 2] + policy.tokens_of(row, 0)
     assert not episodes[1].truncated and episodes[3].truncated  # answered; cut by the turn's length limit
+
+
+def test_in_non_thinking_mode_each_turn_keeps_the_empty_think_block_it_was_sampled_after(qwen3):
+    """The template's non-thinking generation prompt ends with an empty think block; rendering a finished
+    conversation drops it from earlier turns. The rollout keeps it: it is what the policy saw when it sampled."""
+    tok, template = qwen3
+    tools = ToolEnvironment(["calculator"])
+    question = [{"role": "user", "content": QUESTIONS[0]}]
+    im_end = tok.token_to_id("<|im_end|>")
+    turns = [_call("calculator", expression="12 * 7"), "84"]
+    seen = []
+
+    def policy(prompts, n, turn):
+        seen.append(prompts[0])
+        tokens = tok.encode(turns[turn]) + [im_end]
+        return GenerationResult([tokens], [np.full(len(tokens), -0.5)], [None], [np.zeros(len(tokens), bool)],
+                                ["stop"], [len(tokens)])  # fmt: skip
+
+    prompt = encode_prompt(tok, question, tools=tools.schemas, enable_thinking=False)
+    (episode,) = multiturn_rollout(policy, [prompt], n=1, tools=tools, tokenizer=tok,
+                                   reply_text=lambda ids: reply_text(tok, ids, (im_end,), False), max_turns=2,
+                                   max_new_tokens=64, max_len=4096, enable_thinking=False)  # fmt: skip
+    assert [m["content"] for m in episode.messages] == [EMPTY_THINK + turns[0], "84", EMPTY_THINK + "84"]
+    official = render_with_jinja(template, question + episode.messages[:2], tools=tools.schemas,
+                                 add_generation_prompt=True, enable_thinking=False)  # fmt: skip
+    first = "<|im_start|>assistant\n" + turns[0]
+    assert official.count(first) == 1  # the official rendering of the first turn: no think block
+    assert tok.decode(seen[1]) == official.replace(first, "<|im_start|>assistant\n" + EMPTY_THINK + turns[0])
+    assert official.endswith("<|im_start|>assistant\n" + EMPTY_THINK)  # the second turn's, as in the rollout
+    trained = [t for t, s in zip(episode.tokens, episode.sampled) if s]
+    assert trained == tok.encode(turns[0]) + [im_end] + tok.encode(turns[1]) + [im_end]
 
 
 def test_trained_logprobs_equal_a_full_forward_over_the_assembled_sequence():

@@ -1,7 +1,7 @@
 """An RL step with tools through the run loop (`batch_source.tools`, `max_turns`): a tiny random model whose
 sampling is limited to the tokenizer's special tokens, with `<|im_end|>` as the only stop (so its turns often open
-`<tool_call>` blocks and end with `<|im_end|>`), runs multi-turn rollouts, the train step trains on them, and the tool metrics it logs equal a count over the rollout's
-conversations."""
+`<tool_call>` blocks and end with `<|im_end|>`), runs multi-turn rollouts, the train step trains on them, and the
+tool metrics it logs equal a count over the rollout's conversations."""
 
 import json
 import types
@@ -33,7 +33,8 @@ def test_an_rl_step_with_tools_logs_its_tool_use(tmp_path, monkeypatch):
 
     episodes, rows = [], []
     real_rollout, real_rows = rollout_source.multiturn_rollout, rollout_source.rollout_rows
-    monkeypatch.setattr(rollout_source, "multiturn_rollout", lambda *a, **k: episodes.extend(real_rollout(*a, **k)) or episodes)
+    monkeypatch.setattr(rollout_source, "multiturn_rollout",
+                        lambda *a, **k: episodes.extend(real_rollout(*a, **k)) or episodes)  # fmt: skip
     monkeypatch.setattr(rollout_source, "rollout_rows", lambda *a, **k: rows.append(real_rows(*a, **k)) or rows[-1])
     special_only = {"vocab_limit": 10, "stop_ids": (3,)}  # ids 0-9 of the tiny tokenizer; 3 is <|im_end|>
     monkeypatch.setattr(rollout_source, "generate", lambda *a, **k: generate(*a, **{**k, **special_only}))

@@ -165,13 +165,11 @@ def test_schemas_render_as_the_official_template_lists_tools():
     rendered = render_with_jinja(template, messages, tools=schemas, add_generation_prompt=True)
     assert rendered == apply_chat_template(messages, tools=schemas, add_generation_prompt=True)
     listed = rendered.split("<tools>\n")[1].split("\n</tools>")[0].split("\n")
-    assert [json.loads(line) for line in listed] == [
-        {"type": "function", "function": {"name": "calculator", "description": tools_lib.TOOLS.get("calculator").description,
-                                          "parameters": {"type": "object", "properties": {"expression": {
-                                              "type": "string", "description": "e.g. (3 + 4) * 2"}},
-                                                         "required": ["expression"]}}},
-        {"type": "function", "function": {"name": "python", "description": tools_lib.TOOLS.get("python").description,
-                                          "parameters": {"type": "object", "properties": {"code": {
-                                              "type": "string", "description": "the program"}},
-                                                         "required": ["code"]}}},
-    ]  # fmt: skip
+    def function(name, argument, hint):
+        parameters = {"type": "object", "properties": {argument: {"type": "string", "description": hint}},
+                      "required": [argument]}  # fmt: skip
+        description = tools_lib.TOOLS.get(name).description
+        return {"type": "function", "function": {"name": name, "description": description, "parameters": parameters}}
+
+    assert [json.loads(line) for line in listed] == [function("calculator", "expression", "e.g. (3 + 4) * 2"),
+                                                     function("python", "code", "the program")]  # fmt: skip

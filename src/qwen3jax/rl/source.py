@@ -190,7 +190,8 @@ class RolloutSource:
         return {k: v[start : start + share] for k, v in rows.items()}
 
     def prompt_ids(self, record: dict[str, Any]) -> list[int]:
-        return chat_prompt_ids(self.tokenizer, record, self.thinking, tools=self._tools.schemas if self._tools else None)
+        schemas = self._tools.schemas if self._tools else None
+        return chat_prompt_ids(self.tokenizer, record, self.thinking, tools=schemas)
 
     def completion_text(self, ids) -> str:
         return reply_text(self.tokenizer, ids, self.stop_ids, self.thinking)

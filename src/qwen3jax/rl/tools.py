@@ -50,15 +50,18 @@ class Tool:
 
     def schema(self) -> dict[str, Any]:
         """The entry of the chat template's `tools` list (OpenAI function format, as Qwen3 is trained on)."""
-        return {"type": "function",
-                "function": {"name": self.name, "description": self.description, "parameters": dict(self.parameters)}}  # fmt: skip
+        function = {"name": self.name, "description": self.description, "parameters": dict(self.parameters)}
+        return {"type": "function", "function": function}
 
 
 TOOLS: Registry[Tool] = Registry("tool")
 
 
-def _register(tool: Tool) -> Tool:
-    return TOOLS.register(tool.name)(tool)
+def _register_text_tool(name: str, description: str, argument: str, hint: str, run: Callable[[str], str]) -> None:
+    """Register a tool of one required string argument."""
+    parameters = {"type": "object", "properties": {argument: {"type": "string", "description": hint}},
+                  "required": [argument]}  # fmt: skip
+    TOOLS.register(name)(Tool(name, description, parameters, lambda args: run(args[argument])))
 
 
 # ---- calculator -------------------------------------------------------------------------------------------------
@@ -105,13 +108,8 @@ def _evaluate(node: ast.AST) -> int | float:
     raise ToolError("failed", f"unsupported in an arithmetic expression: {type(node).__name__}")
 
 
-_register(Tool(
-    name="calculator",
-    description="Evaluate an arithmetic expression with + - * / // % ** and parentheses.",
-    parameters={"type": "object", "properties": {"expression": {"type": "string", "description": "e.g. (3 + 4) * 2"}},
-                "required": ["expression"]},
-    run=lambda args: str(calculate(args["expression"])),
-))  # fmt: skip
+_register_text_tool("calculator", "Evaluate an arithmetic expression with + - * / // % ** and parentheses.",
+                    "expression", "e.g. (3 + 4) * 2", lambda expression: str(calculate(expression)))
 
 
 # ---- python -----------------------------------------------------------------------------------------------------
@@ -132,13 +130,8 @@ def run_program(code: str) -> str:
     raise ToolError("failed", f"the program was stopped: {result.detail}")
 
 
-_register(Tool(
-    name="python",
-    description="Run a Python program (standard library only) and return what it prints.",
-    parameters={"type": "object", "properties": {"code": {"type": "string", "description": "the program"}},
-                "required": ["code"]},
-    run=lambda args: run_program(args["code"]),
-))  # fmt: skip
+_register_text_tool("python", "Run a Python program (standard library only) and return what it prints.", "code",
+                    "the program", run_program)
 
 
 # ---- answering a model turn -------------------------------------------------------------------------------------
