@@ -9,7 +9,7 @@ itself must follow: the `format` reward checks it). Tasks:
 - thinkfollow: multi-turn conversations switching `/think` and `/no_think` (ThinkFollow), scored by `format`;
 - qa: answers judged against a reference by a frozen judge model (`judge`);
 - preference: replies scored by the trained reward model (`reward_model`, `experiments/reward_model.py`);
-- tool_use: math with a calculator and sandboxed python, multi-turn up to `max_turns` (needs the tool rollouts).
+- tool_use: math with a calculator and sandboxed python, multi-turn up to `max_turns` turns.
 Held-out evaluation: every task's held-out prompts, greedy, scored by the task's rewards (`held_out_mixture`).
 """
 
@@ -46,7 +46,7 @@ def get_config(arg: str = ""):
     config.seq_len = 256 if tiny else 8192
     source = config.batch_source
     del source["prompts"], source["thinking"]  # each task has its prompts and mode
-    source.update(name="task_mixture", tasks=tasks(), max_new_tokens=64 if tiny else 4096, overlong="soft",
+    source.update(name="task_mixture", tasks=tasks(), max_new_tokens=64 if tiny else 4096, overlong="filter",
                   dynamic_sampling=True)  # many groups of rule rewards are all-pass or all-fail  # fmt: skip
     config.rewards = []  # each task names its own rewards
     config.frozen = ml_collections.ConfigDict(

@@ -4,7 +4,6 @@ after dynamic-sampling refills), a restored source continues with the same draws
 well formed. Sampling is replaced by fixed replies (`generate` stubbed), so only the mixture's own logic runs."""
 
 import json
-import sys
 import types
 
 import numpy as np
@@ -75,8 +74,8 @@ def _fake_generate(replies_of):
     return generate, calls
 
 
-def _source(tasks, *, global_batch=16, seed=0, **options):
-    config = types.SimpleNamespace(global_batch=global_batch, seed=seed, seq_len=256, rewards=[])
+def _source(tasks, *, global_batch=16, seed=0, seq_len=256, **options):
+    config = types.SimpleNamespace(global_batch=global_batch, seed=seed, seq_len=seq_len, rewards=[])
     trainer = types.SimpleNamespace(config=config, layout=types.SimpleNamespace(to_global=lambda rows: rows),
                                     tokenizer=TOK, lend_frozen=None)  # fmt: skip
     return mixture.MixtureSource(trainer, tasks=tasks, group_size=4, **options)
@@ -212,7 +211,7 @@ def test_a_restored_source_draws_the_same_tasks_prompts_and_rows(tmp_path, monke
         k: v for k, v in straight.metrics().items() if k != timing}  # fmt: skip
 
 
-def test_the_experiments_mixture_is_well_formed(monkeypatch):
+def test_the_experiments_mixture_is_well_formed():
     config = rl_general.get_config("tiny")
     slots = mixture.parse_tasks(config.batch_source.tasks.to_dict())
     assert {s.name for s in slots} >= {"instruction", "format", "thinkfollow", "qa", "preference", "tool_use"}
@@ -223,10 +222,7 @@ def test_the_experiments_mixture_is_well_formed(monkeypatch):
         for split in ("train", "eval"):
             records = load_verifiable(slot.prompts, split)
             assert records and all(validate_record(r) for r in records[:20])
-    assert [s.tools for s in slots if s.name == "tool_use"] == [("calculator", "python")]
-    monkeypatch.setitem(sys.modules, "qwen3jax.rl.tools", None)  # a build without the tool environments
-    with pytest.raises(ValueError, match=r"tasks \['tool_use'\] use tools \['calculator', 'python'\]"):
-        mixture._require_tools(slots)
+    assert [(s.tools, s.max_turns) for s in slots if s.name == "tool_use"] == [(("calculator", "python"), 4)]
 
 
 def test_bad_tasks_fail_early_naming_the_problem(tmp_path):
@@ -239,6 +235,48 @@ def test_bad_tasks_fail_early_naming_the_problem(tmp_path):
              "b": dict(tasks["qa"], rewards=[{"name": "format", "default_thinking": False}])}  # fmt: skip
     with pytest.raises(ValueError, match="reward label 'format' names two configurations"):
         mixture.build_task_rewards(mixture.parse_tasks(clash))
+    with pytest.raises(ValueError, match="need max_turns >= 2"):
+        mixture.parse_tasks({"x": dict(tasks["qa"], tools=["calculator"])})
+    with pytest.raises(ValueError, match="with tool tasks use 'filter'"):
+        _source({"x": dict(tasks["qa"], tools=["calculator"], max_turns=2)}, overlong="soft")
+
+
+CALL = '<think>\n\n</think>\n\n<tool_call>\n{"name": "calculator", "arguments": {"expression": "2+3"}}\n</tool_call>'
+
+
+def test_a_tool_task_rolls_out_multi_turn_and_the_others_single_turn(tmp_path, monkeypatch):
+    """A tool task's prompts list its tools and its groups are episodes (call, response, final answer), sampled in
+    a stream of their own; the other tasks' groups stay single-turn; tool metrics count the tool task's calls."""
+    calls = []
+
+    def generate(model, prompts, *, n, seed, **_):
+        calls.append((seed, [TOK.decode(p) for p in prompts]))
+        texts = [CALL if "<tool_response>" not in TOK.decode(p) and "calculator" in TOK.decode(p) else REPLIES[0]
+                 for p in prompts for _ in range(n)]  # fmt: skip
+        tokens = [TOK.encode(t) + [STOP] for t in texts]
+        zeros = [np.zeros(len(t), np.float32) for t in tokens]
+        return GenerationResult(tokens, zeros, zeros, [np.zeros(len(t), bool) for t in tokens], ["stop"] * len(tokens),
+                                [len(t) for t in tokens])  # fmt: skip
+
+    monkeypatch.setattr(rollout_source, "generate", generate)
+    tasks = _tasks(tmp_path)
+    tasks["qa"].update(tools=["calculator"], max_turns=3)
+    source = _source(tasks, global_batch=48, seq_len=512)  # the calculator's schema: ~210 prompt tokens
+    rows = source.next(types.SimpleNamespace(model=lambda: None))
+    single, *tool_turns = calls
+    assert not any("calculator" in p for p in single[1])  # the single-turn tasks' prompts list no tool
+    assert tool_turns and all("calculator" in p for _, prompts in tool_turns for p in prompts)
+    assert single[0] != tool_turns[0][0]  # a sampling stream of its own
+    metrics = source.metrics()
+    qa_rows = [i for i, ids in enumerate(rows["tokens"]) if "calculator" in TOK.decode(ids)]
+    assert metrics["tool/calls"] == len(qa_rows) == 4 * round(12 * metrics["task/qa/groups_frac"]) > 0
+    for i in qa_rows:  # the tool's response is in the row, out of the loss and of the sampled tokens
+        text = TOK.decode(rows["tokens"][i][rows["segment_ids"][i] > 0])
+        assert "<tool_response>\n5\n</tool_response>" in text and text.rstrip().endswith(REPLIES[0] + "<|im_end|>")
+        response = [t for t, s in zip(rows["tokens"][i], rows["sampled_mask"][i]) if not s]
+        assert "<tool_response>" in TOK.decode(response)
+    # The judged reply is the final turn's: the stub judge finds the lantern there.
+    assert metrics["task/qa/reward/judge"] == pytest.approx(1.0)
 
 
 def test_the_held_out_evaluation_scores_each_tasks_replies_with_its_rewards(tmp_path, monkeypatch):

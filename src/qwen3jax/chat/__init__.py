@@ -1,6 +1,13 @@
 """Qwen3 chat template: native renderer, sandboxed jinja rendering, soft switches and training-data encoding."""
 
-from qwen3jax.chat.encode import TEMPLATE_SPECIAL_TOKENS, TokenizerLike, encode_conversation, encode_prompt, trained_turns
+from qwen3jax.chat.encode import (
+    TEMPLATE_SPECIAL_TOKENS,
+    TokenizerLike,
+    encode_conversation,
+    encode_prompt,
+    encode_tool_responses,
+    trained_turns,
+)
 from qwen3jax.chat.jinja import load_chat_template, render_with_jinja
 from qwen3jax.chat.template import EMPTY_THINK, apply_chat_template
 from qwen3jax.chat.thinking import resolve_thinking
@@ -12,6 +19,7 @@ __all__ = [
     "apply_chat_template",
     "encode_conversation",
     "encode_prompt",
+    "encode_tool_responses",
     "load_chat_template",
     "render_with_jinja",
     "resolve_thinking",

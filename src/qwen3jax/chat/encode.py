@@ -104,6 +104,21 @@ def encode_prompt(
     return _encode_pieces(tokenizer, [(text, 0, turn, data) for text, turn, data in pieces])[0]
 
 
+def encode_tool_responses(
+    tokenizer: TokenizerLike, results: Sequence[str], *, enable_thinking: bool = True
+) -> list[int]:
+    """Token ids that follow an assistant turn's `<|im_end|>` when tools answer its calls: the newline closing that
+    turn, the results in one user block of `<tool_response>`s, and the next generation prompt, exactly as
+    `encode_prompt` encodes them inside the whole conversation (none of it depends on the assistant turn's text).
+    Multi-turn rollouts append these to the model's tokens and continue sampling."""
+    if not results:
+        raise ValueError("no tool results to encode")
+    messages = [{"role": "assistant", "content": ""}, *({"role": "tool", "content": r} for r in results)]
+    pieces = render_pieces(parse_messages(messages), add_generation_prompt=True, enable_thinking=enable_thinking)
+    end = pieces.index(("<|im_end|>", 0, False))  # the assistant turn's last piece
+    return _encode_pieces(tokenizer, [(text, 0, turn, data) for text, turn, data in pieces[end + 1 :]])[0]
+
+
 def _encode_pieces(
     tokenizer: TokenizerLike, pieces: list[tuple[str, int, int | None, bool]]
 ) -> tuple[list[int], list[int]]:

@@ -12,8 +12,9 @@ A slot (`batch_source.tasks.<name>`):
                think block), so the model itself must follow the switch, and the `format` reward reads it back;
   share        the slot's expected share of the batch's prompts (shares are normalised);
   tools, max_turns
-               tool environments the slot's rollouts may call and their turn limit; carried on each drawn record
-               (`record["tools"]`, `record["max_turns"]`) for the multi-turn rollout (`rl/multiturn.py`).
+               registered tools (`rl/tools.py`) and the turn limit (>= 2) of the slot's multi-turn rollouts
+               (`rl/multiturn.py`): its prompts list the tools' schemas and its groups are sampled as episodes, in a
+               sampling stream of their own; the other slots' groups stay single-turn.
 
 Each prompt of a rollout batch draws its slot (and, in "mixed" mode, its switch) from a generator seeded by the
 run's seed and the draw's index, then takes the slot's next record from that slot's own `PromptStream`; the
@@ -40,8 +41,9 @@ import numpy as np
 from qwen3jax.data.verifiable import load_verifiable
 from qwen3jax.rewards import RewardResult, WeightedRewards, build_reward
 from qwen3jax.rl.source import PromptStream, RolloutSource, _Group, judge_groups
+from qwen3jax.rl.tools import ToolEnvironment
 from qwen3jax.train.batch_sources import SOURCES
-from qwen3jax.train.evals import EVALS, EvalError, _write_samples
+from qwen3jax.train.evals import EVALS, EvalError, _write_samples, chat_prompt_ids
 
 if TYPE_CHECKING:
     from qwen3jax.train.loop import Trainer
@@ -73,8 +75,11 @@ class Slot:
         slot = cls(name=name, **{**spec, "rewards": tuple(spec["rewards"]), "tools": tuple(spec.get("tools", ()))})
         if slot.mode not in MODES:
             raise ValueError(f"task {name!r}: mode must be one of {MODES}, got {slot.mode!r}")
-        if not slot.share > 0 or not slot.rewards or slot.max_turns < 1:
-            raise ValueError(f"task {name!r}: needs share > 0, at least one reward and max_turns >= 1")
+        if not slot.share > 0 or not slot.rewards:
+            raise ValueError(f"task {name!r}: needs share > 0 and at least one reward")
+        if bool(slot.tools) != (slot.max_turns > 1) or slot.max_turns < 1:
+            raise ValueError(f"task {name!r}: tools={list(slot.tools)} need max_turns >= 2 and max_turns={slot.max_turns} "
+                             f"needs tools (a single turn never sees a tool response)")  # fmt: skip
         return slot
 
     def prepare(self, record: Mapping[str, Any], switch: str | None) -> dict[str, Any]:
@@ -86,8 +91,6 @@ class Slot:
             last = max(i for i, m in enumerate(messages) if m["role"] == "user")
             messages[last] = {**messages[last], "content": f"{messages[last]['content']} {switch}"}
         out.update(messages=messages, task=self.name)
-        if self.tools:
-            out.update(tools=list(self.tools), max_turns=self.max_turns)
         return out
 
     def fixed_switch(self, index: int) -> str | None:
@@ -123,21 +126,6 @@ def build_task_rewards(slots: Sequence[Slot], lend=None) -> dict[str, WeightedRe
             raise ValueError(f"task {slot.name!r} lists the reward label(s) {names} more than once")
         out[slot.name] = WeightedRewards(tuple(names), tuple(rewards), tuple(weights))
     return out
-
-
-def _require_tools(slots: Sequence[Slot]) -> None:
-    """A slot that names tools needs the tool environments; without them its rollouts would silently be single-turn."""
-    wanted = {tool for slot in slots for tool in slot.tools}
-    if not wanted:
-        return
-    try:
-        from qwen3jax.rl import tools  # pylint: disable=import-outside-toplevel
-    except ImportError:
-        raise ValueError(f"tasks {[s.name for s in slots if s.tools]} use tools {sorted(wanted)}, but this build has "
-                         f"no tool environments (qwen3jax.rl.tools); drop those tasks or add the tool rollouts") from None
-    unknown = wanted - set(tools.TOOLS.names())
-    if unknown:
-        raise ValueError(f"unknown tools {sorted(unknown)}; registered: {tools.TOOLS.names()}")
 
 
 class TaskMixture:
@@ -212,7 +200,11 @@ class MixtureSource(RolloutSource):
             raise ValueError("a task mixture takes its prompts and modes from batch_source.tasks, not from "
                              "batch_source.prompts / thinking")  # fmt: skip
         self.slots = parse_tasks(tasks.to_dict() if hasattr(tasks, "to_dict") else tasks)
-        _require_tools(self.slots)
+        if options.get("overlong") == "soft" and any(slot.tools for slot in self.slots):
+            raise ValueError("batch_source.overlong='soft' penalises one completion's length; with tool tasks use "
+                             "'filter'")  # fmt: skip
+        self._environments = {slot.name: ToolEnvironment(slot.tools) for slot in self.slots if slot.tools}
+        self._max_turns_of = {slot.name: slot.max_turns for slot in self.slots}
         super().__init__(trainer, prompts="", thinking=True, **options)
 
     def _build_rewards(self) -> dict[str, WeightedRewards]:  # type: ignore[override]
@@ -222,6 +214,29 @@ class MixtureSource(RolloutSource):
         del prompts
         records = {slot.name: load_verifiable(slot.prompts, "train") for slot in self.slots}
         return TaskMixture(self.slots, records, seed=self._trainer.config.seed)
+
+    def prompt_ids(self, record: dict[str, Any]) -> list[int]:
+        tools = self._environments.get(record["task"])
+        return chat_prompt_ids(self.tokenizer, record, self.thinking, tools=tools.schemas if tools else None)
+
+    def _sample(self, model, records: list[dict[str, Any]], round_: int) -> list[_Group]:
+        """The single-turn tasks' groups in one batch, each tool task's as multi-turn episodes in a stream of its own."""
+        groups: list[_Group | None] = [None] * len(records)
+        parts = [[i for i, r in enumerate(records) if r["task"] not in self._environments]]
+        parts += [[i for i, r in enumerate(records) if r["task"] == name] for name in self._environments]
+        for stream, rows in enumerate(parts):
+            if not rows:
+                continue
+            mine = [records[i] for i in rows]
+            if stream == 0:
+                sampled = super()._sample(model, mine, round_)
+            else:
+                task = mine[0]["task"]
+                sampled = self._sample_episodes(model, mine, [self.prompt_ids(r) for r in mine], round_,
+                                                self._environments[task], self._max_turns_of[task], stream=stream)  # fmt: skip
+            for i, grp in zip(rows, sampled):
+                groups[i] = grp
+        return groups  # type: ignore[return-value]
 
     def _judge(self, groups: list[_Group]) -> None:
         for name, rewards in self.rewards.items():
@@ -264,7 +279,7 @@ class HeldOutMixture:
         source = self._source
         result = generate(model, [source.prompt_ids(r) for r in self._records], max_new_tokens=self._max_new,
                           stop_ids=source.stop_ids, vocab_limit=source.tokenizer.vocab_size)  # fmt: skip
-        groups = [_Group(r, [], [ids], [], [], [], [source.completion_text(ids)])
+        groups = [_Group(r, [], [ids], [], [], [], [source.completion_text(ids)], [len(ids)])
                   for r, ids in zip(self._records, result.tokens)]  # fmt: skip
         for name, rewards in source.rewards.items():
             mine = [grp for grp in groups if grp.record["task"] == name]

@@ -2,9 +2,9 @@
 
 Row fields (all [rows, seq_len], per-token arrays aligned with `tokens`):
 - `tokens`, `segment_ids` (1 on the prompt and completion, 0 on padding), `positions`, as packed text rows;
-- `loss_mask`: 1 on the completion tokens the policy chose: not the prompt, not padding, not the tokens the
-  thinking budget forced (the sampler's `forced`), not completions whose reward could not be judged or whose group
-  carries no signal;
+- `loss_mask`: 1 on the completion tokens the policy chose: not the prompt, not padding, not the tokens given in
+  `forced` (text the thinking budget forced; in multi-turn rollouts also the tool responses and chat markup between
+  turns), not completions whose reward could not be judged or whose group carries no signal;
 - `sampled_mask`: 1 on every completion token the policy chose, trained or not (the loss's `entropy` metric: a batch
   whose groups carry no signal still reports its policy's entropy);
 - `old_logprobs`: the sampler's log-probability of each completion token (0 elsewhere), the denominator of the

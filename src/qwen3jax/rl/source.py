@@ -11,6 +11,11 @@ up to `max_refills` rounds; the batch keeps its size by filling the rest with th
 is 0, so they only cost compute) and the metric `zero_std_groups_frac` says how many. Completions cut at the length
 limit can be dropped from the loss (`overlong="filter"`) or penalised (`overlong="soft"`, DAPO).
 
+With `tools` (registered tool names, `rl/tools.py`) and `max_turns` > 1 a completion is a multi-turn rollout
+(`rl/multiturn.py`): the prompt lists the tools' schemas, the tool calls of each turn are run and their responses
+appended through the chat template before the next turn is sampled; only the policy's own tokens are trained, and
+the rewards score the last turn's reply (the whole conversation is the per-completion field `conversation`).
+
 State (checkpointed with the train state): the prompt stream's position, the rollout counter (which seeds the
 sampler) and, in the middle of a μ cycle, the stored rows, so a resumed run trains on exactly the batch it would
 have trained on and samples exactly the completions it would have sampled.
@@ -18,9 +23,11 @@ have trained on and samples exactly the completions it would have sampled.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import random
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -29,7 +36,9 @@ import numpy as np
 from qwen3jax.data.verifiable import batch_fields, load_verifiable
 from qwen3jax.rewards import RewardResult, WeightedRewards, build_rewards
 from qwen3jax.rl.advantages import group_advantages, overlong_penalty
+from qwen3jax.rl.multiturn import Episode, multiturn_rollout
 from qwen3jax.rl.rows import rollout_rows
+from qwen3jax.rl.tools import ToolEnvironment
 from qwen3jax.sample import generate
 from qwen3jax.sample.budget import ThinkingTokens
 from qwen3jax.train.batch_sources import SOURCES
@@ -83,6 +92,8 @@ class _Group:
     forced: list[np.ndarray]
     truncated: list[bool]
     texts: list[str]
+    lengths: list[int]  # tokens of the completion's model turns
+    episodes: list[Episode] | None = None  # multi-turn rollouts only
     total: RewardResult | None = None  # the weighted reward of each completion, once judged
     parts: dict[str, RewardResult] = dataclasses.field(default_factory=dict)  # each reward's own results
 
@@ -106,6 +117,8 @@ class RolloutSource:
         max_refills: int = 2,
         overlong: str = "none",
         overlong_cache: int = 32,
+        tools: Sequence[str] = (),
+        max_turns: int = 1,
     ):
         c = trainer.config
         if c.global_batch % group_size:
@@ -114,6 +127,11 @@ class RolloutSource:
             raise ValueError(f"batch_source.overlong must be one of {OVERLONG}, got {overlong!r}")
         if updates_per_rollout < 1 or max_new_tokens < 1:
             raise ValueError("batch_source.updates_per_rollout and max_new_tokens must be >= 1")
+        if bool(tools) != (max_turns > 1) or max_turns < 1:
+            raise ValueError(f"batch_source.tools={list(tools)} needs max_turns >= 2 and max_turns={max_turns} needs "
+                             "tools (a single turn never sees a tool response)")  # fmt: skip
+        if tools and overlong == "soft":
+            raise ValueError("batch_source.overlong='soft' penalises one completion's length; with tools use 'filter'")
         self._trainer = trainer
         self._layout = trainer.layout
         self.tokenizer = trainer.tokenizer
@@ -125,6 +143,8 @@ class RolloutSource:
         self._scale, self._mu = advantage_scale, updates_per_rollout
         self._dynamic, self._max_refills = dynamic_sampling, max_refills
         self._overlong, self._overlong_cache = overlong, overlong_cache
+        self._tools = ToolEnvironment(tools) if tools else None
+        self._max_turns = max_turns
         self.rewards = self._build_rewards()
         self._stream = self._prompt_stream(prompts)
         self._seed = c.seed
@@ -132,7 +152,7 @@ class RolloutSource:
         self._pending: dict[str, np.ndarray] | None = None  # rows still to train on in this μ cycle
         self._uses_left = 0
         self._metrics: dict[str, float] = {}
-        self._report = {"rollouts": 0, "masked": {}, "refilled_groups": 0}
+        self._report = {"rollouts": 0, "masked": {}, "refilled_groups": 0, **({"tool_errors": {}} if tools else {})}
 
     # ---- the batch source protocol --------------------------------------------------------------------------------
     def next(self, state: TrainState) -> dict[str, jax.Array]:
@@ -188,7 +208,8 @@ class RolloutSource:
         return {k: v[start : start + share] for k, v in rows.items()}
 
     def prompt_ids(self, record: dict[str, Any]) -> list[int]:
-        return chat_prompt_ids(self.tokenizer, record, self.thinking)
+        schemas = self._tools.schemas if self._tools else None
+        return chat_prompt_ids(self.tokenizer, record, self.thinking, tools=schemas)
 
     def completion_text(self, ids) -> str:
         return reply_text(self.tokenizer, ids, self.stop_ids, self.thinking)
@@ -203,13 +224,21 @@ class RolloutSource:
         rollout samples them (the `select` command's pass rates)."""
         return self._score(self._sample(model, records, round_))
 
+    def _generate(self, model, prompt_ids: list[list[int]], n: int, round_: int, turn: int = 0, stream: int = 0):
+        """`stream` > 0: a sampling stream of its own for another part of the same rollout (a mixture's tool task)."""
+        seed = (self._seed * 1_000_003 + self._rollouts * 101 + round_) % 2**31
+        if turn or stream:  # later turns of multi-turn rollouts, other parts of the rollout: streams of their own
+            seed = int(np.random.SeedSequence([seed, turn] + ([stream] if stream else [])).generate_state(1)[0]) % 2**31
+        return generate(
+            model, prompt_ids, n=n, max_new_tokens=self.max_new_tokens, stop_ids=self.stop_ids,
+            vocab_limit=self.tokenizer.vocab_size, seed=seed, thinking=self._think, **self._decoding,
+        )  # fmt: skip
+
     def _sample(self, model, records: list[dict[str, Any]], round_: int) -> list[_Group]:
         prompt_ids = [self.prompt_ids(r) for r in records]
-        result = generate(
-            model, prompt_ids, n=self.group_size, max_new_tokens=self.max_new_tokens, stop_ids=self.stop_ids,
-            vocab_limit=self.tokenizer.vocab_size, seed=(self._seed * 1_000_003 + self._rollouts * 101 + round_) % 2**31,
-            thinking=self._think, **self._decoding,
-        )  # fmt: skip
+        if self._tools is not None:
+            return self._sample_episodes(model, records, prompt_ids, round_, self._tools, self._max_turns)
+        result = self._generate(model, prompt_ids, self.group_size, round_)
         groups = []
         g = self.group_size
         for i, (record, ids) in enumerate(zip(records, prompt_ids)):
@@ -218,7 +247,24 @@ class RolloutSource:
             texts = [self.completion_text(c) for c in completions]
             groups.append(_Group(record, ids, completions, [result.logprobs[r] for r in rows],
                                  [result.forced[r] for r in rows], [result.finish_reason[r] == "length" for r in rows],
-                                 texts))  # fmt: skip
+                                 texts, [len(c) for c in completions]))  # fmt: skip
+        return groups
+
+    def _sample_episodes(self, model, records, prompt_ids, round_: int, tools: ToolEnvironment, max_turns: int,
+                         stream: int = 0) -> list[_Group]:  # fmt: skip
+        episodes = multiturn_rollout(
+            lambda prompts, n, turn: self._generate(model, prompts, n, round_, turn, stream), prompt_ids,
+            n=self.group_size, tools=tools, tokenizer=self.tokenizer, reply_text=self.completion_text, max_turns=max_turns,
+            max_new_tokens=self.max_new_tokens, max_len=self._trainer.config.seq_len, enable_thinking=self.thinking,
+        )  # fmt: skip
+        g = self.group_size
+        groups = []
+        for i, (record, ids) in enumerate(zip(records, prompt_ids)):
+            mine = episodes[i * g : (i + 1) * g]
+            groups.append(_Group(record, ids, [e.tokens[len(ids) :] for e in mine],
+                                 [np.asarray(e.logprobs[len(ids) :], np.float32) for e in mine],
+                                 [~np.asarray(e.sampled[len(ids) :]) for e in mine], [e.truncated for e in mine],
+                                 [e.final_answer for e in mine], [e.turn_tokens for e in mine], mine))  # fmt: skip
         return groups
 
     def _score(self, groups: list[_Group]) -> tuple[np.ndarray, np.ndarray]:
@@ -228,7 +274,7 @@ class RolloutSource:
         judged = np.stack([grp.total.mask for grp in groups])
         truncated = np.array([grp.truncated for grp in groups])
         if self._overlong == "soft":
-            lengths = np.array([[len(c) for c in grp.completions] for grp in groups])
+            lengths = np.array([grp.lengths for grp in groups])
             rewards = rewards + overlong_penalty(lengths, max_tokens=self.max_new_tokens,
                                                  cache_tokens=min(self._overlong_cache, self.max_new_tokens))  # fmt: skip
         if self._overlong == "filter":
@@ -264,7 +310,7 @@ class RolloutSource:
             advantages.advantages.reshape(-1), advantages.trained.reshape(-1),
             seq_len=self._trainer.config.seq_len,
         )  # fmt: skip
-        lengths = np.array([len(c) for grp in groups for c in grp.completions])
+        lengths = np.array([n for grp in groups for n in grp.lengths])
         flat_rewards = rewards.reshape(-1)[judged.reshape(-1)]
         totals = RewardResult.concat([grp.total for grp in groups])
         self._metrics = {
@@ -278,17 +324,37 @@ class RolloutSource:
             "truncated_frac": float(np.mean([t for grp in groups for t in grp.truncated])),
             "rollout_tokens_per_s": float(lengths.sum() / seconds),
             "refill_rounds": float(refills),
+            **self._tool_metrics([grp for grp in groups if grp.episodes is not None]),
         }
         for reason, n in totals.masked_counts().items():
             self._report["masked"][reason] = self._report["masked"].get(reason, 0) + n
         self._report["rollouts"] = self._rollouts
         return rows
 
+    def _tool_metrics(self, groups: list[_Group]) -> dict[str, float]:
+        """Tool use of the trained batch's multi-turn `groups`: calls made and failed (in all, and by kind) and model
+        turns ({} without such groups)."""
+        episodes = [e for grp in groups for e in grp.episodes]
+        if not episodes:
+            return {}
+        errors = sum((e.tool_errors for e in episodes), collections.Counter())
+        report = self._report.setdefault("tool_errors", {})
+        for kind, n in errors.items():
+            report[kind] = report.get(kind, 0) + n
+        return {
+            "tool/calls": float(sum(e.tool_calls for e in episodes)),
+            "tool/errors": float(sum(errors.values())),
+            **{f"tool/errors/{kind}": float(n) for kind, n in sorted(errors.items())},
+            "tool/turn_limit_frac": float(np.mean([e.turn_limit for e in episodes])),
+            "turns_mean": float(np.mean([e.turns for e in episodes])),
+        }
 
 def judge_groups(rewards: WeightedRewards, groups: list[_Group], group_size: int) -> None:
     """Scores every completion of `groups` with `rewards` in one batch and stores each group's results."""
     records = [grp.record for grp in groups for _ in range(group_size)]
     prompts, fields = batch_fields(records)
+    if groups[0].episodes is not None:  # multi-turn: the whole conversation too
+        fields["conversation"] = [e.messages for grp in groups for e in grp.episodes]
     total, parts = rewards.score_parts(prompts, [t for grp in groups for t in grp.texts], **fields)
     for i, grp in enumerate(groups):
         rows = slice(i * group_size, (i + 1) * group_size)

@@ -84,12 +84,13 @@ class HeldOutLoss:
         return {"eval/loss": total / count, "eval/bpb": total / math.log(2) / max(num_bytes, 1.0), "eval/tokens": count}
 
 
-def chat_prompt_ids(tokenizer, record: dict[str, Any], thinking: bool) -> list[int]:
-    """A query–verifier record's prompt rendered with the chat template for generation in the given mode."""
+def chat_prompt_ids(tokenizer, record: dict[str, Any], thinking: bool, tools: list[dict] | None = None) -> list[int]:
+    """A query–verifier record's prompt rendered with the chat template for generation in the given mode (with the
+    `tools` schemas listed in the system block, when given)."""
     from qwen3jax.chat import encode_prompt  # pylint: disable=import-outside-toplevel
 
     messages = record["messages"] if "messages" in record else [{"role": "user", "content": record["prompt"]}]
-    return encode_prompt(tokenizer, messages, enable_thinking=thinking)
+    return encode_prompt(tokenizer, messages, tools=tools, enable_thinking=thinking)
 
 
 def reply_text(tokenizer, ids, stop_ids, thinking: bool) -> str:
