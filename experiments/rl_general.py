@@ -43,7 +43,7 @@ def get_config(arg: str = ""):
     tiny = config.variant.startswith("tiny")
     config.name = "rl_general"
     config.init_from = "runs/sft_thinking_fusion"
-    config.seq_len = 256 if tiny else 8192
+    config.seq_len = 768 if tiny else 16384  # tool_use: ~330 prompt tokens with the two tools' schemas, up to 4 turns
     source = config.batch_source
     del source["prompts"], source["thinking"]  # each task has its prompts and mode
     source.update(name="task_mixture", tasks=tasks(), max_new_tokens=64 if tiny else 4096, overlong="filter",
