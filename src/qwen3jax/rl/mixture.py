@@ -22,8 +22,8 @@ checkpointed state is the draw count and every slot's stream position, so a resu
 prompts. A group (the samples of one prompt) belongs to one slot and is scored by that slot's rewards only.
 
 Metrics beside the rollout's (`train/` prefix): `task/<slot>/reward_mean` (the slot's weighted reward over its judged
-completions) and `task/<slot>/groups_frac` (its share of the trained groups); `reward/<label>` is a reward's mean
-over the completions of the slots that use it. The `held_out_mixture` evaluation scores greedy replies to each
+completions), `task/<slot>/reward/<label>` (each of its rewards' own mean) and `task/<slot>/groups_frac` (its share
+of the trained groups); `reward/<label>` is a reward's mean over the completions of the slots that use it. The `held_out_mixture` evaluation scores greedy replies to each
 slot's held-out prompts with the slot's rewards.
 """
 
