@@ -2,6 +2,7 @@
 pretraining corpus), and labelled correctly according to the verifiers themselves (reference code passes its
 tests in the sandbox and the buggy variant does not; every preference pair's chosen side outscores its rejected)."""
 
+import json
 import random
 
 import pytest
@@ -11,7 +12,8 @@ from qwen3jax.data.verifiable import batch_fields, validate_record
 from qwen3jax.rewards import REWARDS, sandbox
 from qwen3jax.rewards.math import verify_answer
 
-DOMAINS = ("math", "code", "instruction")
+DOMAINS = ("math", "code", "instruction", "qa", "thinkfollow")
+PAIR_DOMAINS = ("math", "code", "instruction")
 
 
 @pytest.mark.parametrize("domain", DOMAINS)
@@ -22,7 +24,7 @@ def test_sets_are_deterministic_valid_and_held_out(domain):
     assert verifiable.verifiable_records(domain, "eval") == evaluation
     for record in train + evaluation:
         validate_record(record)
-    prompts = lambda records: {r["prompt"] for r in records}  # noqa: E731
+    prompts = lambda records: {r.get("prompt") or json.dumps(r["messages"]) for r in records}  # noqa: E731
     assert len(prompts(train)) == len(train) and not prompts(train) & prompts(evaluation)
 
 
@@ -31,6 +33,28 @@ def test_math_is_disjoint_from_pretraining():
         query = record["prompt"].removesuffix(" Put the final answer in \\boxed{}.")
         assert query not in verifiable.pretraining_queries(record["kind"])
     assert {r["kind"] for r in verifiable.verifiable_records("math", "eval")} == set(verifiable.MATH_KINDS)
+
+
+def test_qa_questions_are_not_the_math_sets_nor_pretrainings():
+    math = {r["prompt"].removesuffix(" Put the final answer in \\boxed{}.") for split in ("train", "eval")
+            for r in verifiable.verifiable_records("math", split)}  # fmt: skip
+    for record in verifiable.verifiable_records("qa", "train") + verifiable.verifiable_records("qa", "eval"):
+        assert record["prompt"] not in math and record["prompt"] not in verifiable.pretraining_queries(record["kind"])
+    for record in random.Random(0).sample(verifiable.verifiable_records("qa", "eval"), 8):
+        assert verify_answer(f"</think>\\boxed{{{record['reference']}}}", record["reference"]) == 1.0, record
+
+
+def test_thinkfollow_conversations_switch_modes_and_end_on_a_switch():
+    format_reward = REWARDS.get("format")()
+    for record in verifiable.verifiable_records("thinkfollow", "eval"):
+        users = [m["content"] for m in record["messages"] if m["role"] == "user"]
+        switches = [u.rsplit(" ", 1)[1] for u in users]
+        assert 2 <= len(users) <= 3 and set(switches) == {"/think", "/no_think"}, users
+        assert [m["role"] for m in record["messages"]] == ["user", "assistant"] * (len(users) - 1) + ["user"]
+        # The format reward asks for the last switch's mode: an empty think block passes exactly under /no_think.
+        replies = ["<think>\n\n</think>\n\nFine.", "<think>\nLet me think.\n</think>\n\nFine."]
+        scores = format_reward([record["messages"]] * 2, replies).scores
+        assert list(scores) == ([1.0, 0.0] if switches[-1] == "/no_think" else [0.0, 1.0]), record
 
 
 def test_math_golds_verify():
@@ -57,7 +81,7 @@ def test_code_reference_passes_and_buggy_fails_in_the_sandbox():
 
 def test_preference_pairs_are_labelled_by_the_verifiers():
     pairs = verifiable.preference_pairs("eval", n_per_domain=128)
-    assert {p["domain"] for p in pairs} == set(DOMAINS) and len(pairs) == 3 * 128
+    assert {p["domain"] for p in pairs} == set(PAIR_DOMAINS) and len(pairs) == 3 * 128
     instruction = [p for p in pairs if p["domain"] == "instruction"]
     ifeval = REWARDS.get("ifeval")(strict=True)
     prompts = [p["prompt"] for p in instruction]

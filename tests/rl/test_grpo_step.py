@@ -1,6 +1,7 @@
 """The `grpo` loss through THE train step on rollout rows equals the objective computed independently from the
-model's full logits with NumPy (log-softmax, token alignment, clipping, aggregation, k3 KL to a reference), and two
-micro-batches give the same loss and gradient norm as one batch."""
+model's full logits with NumPy (log-softmax, token alignment, clipping, aggregation, k3 KL to a reference), its
+`entropy` metric the mean entropy over every sampled token, and two micro-batches give the same loss and gradient
+norm as one batch."""
 
 import jax
 import jax.numpy as jnp
@@ -57,6 +58,16 @@ def _reference(state, rows, loss: GrpoLoss, ref_state=None):
     return total
 
 
+def _reference_entropy(state, rows):
+    """NumPy: the mean entropy of the model's full softmax at the positions predicting each sampled token."""
+    logits = np.asarray(state.model()(jnp.asarray(rows["tokens"]), jnp.asarray(rows["positions"]),
+                                      jnp.asarray(rows["segment_ids"])), np.float64)  # fmt: skip
+    logp = _log_softmax(logits)
+    entropy = -(np.exp(logp) * logp).sum(-1)[:, :-1]
+    sampled = rows["sampled_mask"][:, 1:].astype(bool)
+    return entropy[sampled].mean()
+
+
 @pytest.mark.parametrize("aggregation", ["token_mean", "sequence_mean", "constant"])
 def test_grpo_step_loss_equals_the_numpy_reference(aggregation):
     cfg, mesh, state, rows = _setup()
@@ -65,6 +76,19 @@ def test_grpo_step_loss_equals_the_numpy_reference(aggregation):
     _, metrics = jax.jit(lambda s, b: train_step(s, b, loss_fn=loss))(state, batch)
     assert float(metrics["loss"]) == pytest.approx(_reference(state, rows, loss), rel=2e-5)
     assert float(metrics["completion_tokens"]) == 6 + 3 + 6  # row 4 untrained, one forced token dropped
+    # The entropy counts every sampled token, row 4's too (not the forced one).
+    assert rows["sampled_mask"].sum() == 6 + 3 + 6 + 5
+    assert float(metrics["entropy"]) == pytest.approx(_reference_entropy(state, rows), rel=1e-5)
+
+
+def test_a_batch_without_signal_reports_its_policys_entropy():
+    """No trained token at all (every group without signal): the entropy is still the mean over the sampled tokens,
+    not 0."""
+    _, _, state, rows = _setup()
+    rows["loss_mask"][:] = 0
+    loss = GrpoLoss(vocab_slices=3)
+    _, metrics = jax.jit(lambda s, b: train_step(s, b, loss_fn=loss))(state, {k: jnp.asarray(v) for k, v in rows.items()})
+    assert float(metrics["entropy"]) == pytest.approx(_reference_entropy(state, rows), rel=1e-5)
 
 
 def test_grpo_step_with_reference_kl_and_micro_batches():
@@ -77,7 +101,7 @@ def test_grpo_step_with_reference_kl_and_micro_batches():
     two = jax.jit(lambda s, b, f: train_step(s, b, f, loss_fn=loss, num_micro_batches=2))(state, batch, frozen)[1]
     assert float(one["loss"]) == pytest.approx(_reference(state, rows, loss, ref_state), rel=2e-5)
     assert float(one["kl"]) > 0
-    for key in ("loss", "grad_norm", "kl", "clip_frac"):
+    for key in ("loss", "grad_norm", "kl", "clip_frac", "entropy"):
         assert float(two[key]) == pytest.approx(float(one[key]), rel=1e-5), key
     with pytest.raises(ValueError, match="needs the frozen model 'reference'"):
         jax.jit(lambda s, b: train_step(s, b, loss_fn=loss))(state, batch)

@@ -53,16 +53,22 @@ def start(tmp_path_factory):
     ])  # fmt: skip
     for name, queries in (("train", train), ("eval", held_out)):
         _write_jsonl(root / f"{name}.jsonl", [{"prompt": q, "gold": "0", "rewards": [{"name": "math"}]} for q in queries])
+    train_sft_start(sft_data, root / "sft", seq_len=64, source="random_digits")
+    return root
+
+
+def train_sft_start(data: str, workdir, *, seq_len: int, source: str) -> None:
+    """The tiny chat model of an RL learning check: 60 SFT steps from random weights on the chat JSONL `data` (the
+    data component's name `source` seeds its shuffle)."""
     sft = sft_chat.get_config("tiny")
     sft.model.update(TINY_MODEL)
     sft.data.vocab_size = 512
-    sft.data.sources = {"random_digits": {"kind": "jsonl", "path": sft_data, "format": "chat", "weight": 1.0}}
+    sft.data.sources = {source: {"kind": "jsonl", "path": data, "format": "chat", "weight": 1.0}}
     sft.init_from = ""
-    sft.seq_len, sft.global_batch, sft.steps, sft.log_every = 64, 16, 60, 20
+    sft.seq_len, sft.global_batch, sft.steps, sft.log_every = seq_len, 16, 60, 20
     sft.eval.every, sft.samples.num, sft.checkpoint.async_save = 0, 0, False
     sft.optim.peak_lr, sft.optim.warmup_steps = 1e-2, 5
-    _trainer(sft, root / "sft").run()
-    return root
+    _trainer(sft, workdir).run()
 
 
 def _rl_config(root, *, seed: int, steps: int, **batch_source):

@@ -18,6 +18,8 @@ def test_rollout_rows_layout():
     np.testing.assert_array_equal(rows["positions"], [[0, 1, 2, 3, 4, 0, 0], [0, 1, 2, 3, 4, 5, 0], [0, 1, 0, 0, 0, 0, 0]])
     # Completion tokens only; the forced token 13 and the untrained third row get no loss.
     np.testing.assert_array_equal(rows["loss_mask"], [[0, 0, 0, 1, 1, 0, 0], [0, 0, 0, 1, 0, 1, 0], [0] * 7])
+    # Every chosen completion token, trained or not (the entropy metric's tokens).
+    np.testing.assert_array_equal(rows["sampled_mask"], [[0, 0, 0, 1, 1, 0, 0], [0, 0, 0, 1, 0, 1, 0], [0, 1, 0, 0, 0, 0, 0]])
     np.testing.assert_allclose(rows["old_logprobs"][1], [0, 0, 0, -0.3, -0.4, -0.5, 0])
     np.testing.assert_allclose(rows["advantages"], [1.0, -1.0, 0.5])
     with pytest.raises(ValueError, match="row 1: prompt 3 \\+ completion 3 tokens exceed seq_len=5"):

@@ -55,6 +55,19 @@ class RewardResult:
     def __len__(self) -> int:
         return len(self.reasons)
 
+    def select(self, rows: slice | Sequence[int]) -> RewardResult:
+        """The results of some completions (a slice or indices), in that order."""
+        index = np.arange(len(self))[rows]
+        return RewardResult(self.scores[index], self.mask[index], tuple(self.reasons[i] for i in index))
+
+    @classmethod
+    def concat(cls, results: Sequence[RewardResult]) -> RewardResult:
+        """One result of several batches' results, in order."""
+        if not results:
+            return cls(np.zeros(0, np.float32), np.zeros(0, bool), ())
+        return cls(np.concatenate([r.scores for r in results]), np.concatenate([r.mask for r in results]),
+                   tuple(reason for r in results for reason in r.reasons))  # fmt: skip
+
     def masked_counts(self) -> dict[str, int]:
         return dict(Counter(r for r in self.reasons if r is not None))
 
@@ -113,22 +126,36 @@ class WeightedRewards:
 
     def score(self, prompts, completions, **fields) -> tuple[RewardResult, dict[str, float]]:
         """The combined result and the metrics of every component and of the total (`reward/...`)."""
-        parts = [reward(prompts, completions, **fields) for reward in self.rewards]
+        total, parts = self.score_parts(prompts, completions, **fields)
         metrics: dict[str, float] = {}
-        total = np.zeros(len(completions), np.float32)
-        reasons: list[str | None] = [None] * len(completions)
-        for name, weight, part in zip(self.names, self.weights, parts):
+        for name, part in parts.items():
+            metrics.update(part.metrics(f"reward/{name}"))
+        metrics.update(total.metrics("reward/total"))
+        return total, metrics
+
+    def score_parts(self, prompts, completions, **fields) -> tuple[RewardResult, dict[str, RewardResult]]:
+        """The combined result and every component's own result, by name."""
+        parts = {}
+        for name, reward in zip(self.names, self.rewards):
+            part = reward(prompts, completions, **fields)
             if len(part) != len(completions):
                 raise ValueError(f"reward {name!r} returned {len(part)} results for {len(completions)} completions")
-            metrics.update(part.metrics(f"reward/{name}"))
+            parts[name] = part
+        return self.combine(parts), parts
+
+    def combine(self, parts: Mapping[str, RewardResult]) -> RewardResult:
+        """The weighted total of the components' results (`parts[name]` for every name)."""
+        n = len(parts[self.names[0]])
+        total = np.zeros(n, np.float32)
+        reasons: list[str | None] = [None] * n
+        for name, weight in zip(self.names, self.weights):
+            part = parts[name]
             total += weight * np.where(part.mask, part.scores, 0.0)
             for i, reason in enumerate(part.reasons):
                 if reason is not None and reasons[i] is None:
                     reasons[i] = f"{name}:{reason}"
         mask = np.array([r is None for r in reasons], bool)
-        result = RewardResult(np.where(mask, total, 0.0).astype(np.float32), mask, tuple(reasons))
-        metrics.update(result.metrics("reward/total"))
-        return result, metrics
+        return RewardResult(np.where(mask, total, 0.0).astype(np.float32), mask, tuple(reasons))
 
     def __call__(self, prompts, completions, **fields) -> RewardResult:
         return self.score(prompts, completions, **fields)[0]

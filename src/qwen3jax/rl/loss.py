@@ -1,7 +1,8 @@
 """The GRPO-family loss, registered as `grpo` in the shared loss registry: one more loss for the one train step.
 
 Batch (from the `rollouts` batch source, `rl/rows.py`): packed-row fields plus `old_logprobs` [B, T] (the sampler's
-log-prob of each token) and `advantages` [B]. The frozen model `reference` (when β > 0) gives the k3 KL term.
+log-prob of each token), `sampled_mask` [B, T] (every token the policy chose, trained or not) and `advantages` [B].
+The frozen model `reference` (when β > 0) gives the k3 KL term.
 Position t scores token t + 1 where the row's loss mask is set, exactly as the pretraining loss does, so the
 policy's log-probs, the sampler's and the reference's are compared on the same tokens.
 """
@@ -61,6 +62,7 @@ class GrpoLoss:
     batch_spec: ClassVar[BatchSpec] = {
         **TOKEN_FIELDS,
         "old_logprobs": Field(np.float32, ("batch", "seq")),
+        "sampled_mask": Field(np.int32, ("batch", "seq")),
         "advantages": Field(np.float32, ("batch",)),
     }
     metric_reductions: ClassVar[Mapping[str, str]] = {"ratio_max": "max"}
@@ -77,7 +79,8 @@ class GrpoLoss:
         del model_fn
         whole = {k: v.reshape(-1, *v.shape[2:]) for k, v in micro_batches.items()}
         _, valid = next_token_targets(whole)
-        return {"total_tokens": jnp.sum(valid), "num_sequences": jnp.sum(jnp.any(valid, axis=1))}
+        return {"total_tokens": jnp.sum(valid), "num_sequences": jnp.sum(jnp.any(valid, axis=1)),
+                "sampled_tokens": jnp.sum(_shift_left(whole["sampled_mask"]))}
 
     def __call__(self, model, batch, ctx, *, frozen=None, rng=None):
         del rng
@@ -91,9 +94,10 @@ class GrpoLoss:
             ref_logp, _, _ = _target_logprobs(frozen[REFERENCE], batch, self.vocab_slices, entropy=False)
         terms = policy_loss(logp, _shift_left(batch["old_logprobs"]), batch["advantages"], weights,
                             eps_low=self.eps_low, eps_high=self.eps_high, beta=self.beta, ref_logp_BT=ref_logp)  # fmt: skip
-        # Entropy and KL are reported per trained token whatever the aggregation, so runs compare.
-        per_token = valid.astype(jnp.float32) / jnp.maximum(ctx["total_tokens"], 1)
-        mean_entropy = jnp.sum(jax.lax.stop_gradient(entropy) * per_token)
+        # Entropy is reported per sampled token (trained or not: a step without signal still shows its policy's
+        # entropy), whatever the aggregation, so runs compare.
+        per_sampled = _shift_left(batch["sampled_mask"]).astype(jnp.float32) / jnp.maximum(ctx["sampled_tokens"], 1)
+        mean_entropy = jnp.sum(jax.lax.stop_gradient(entropy) * per_sampled)
         loss = terms.loss - self.entropy_coef * jnp.sum(entropy * weights)
         metrics = {
             "pg_loss": terms.loss,

@@ -5,6 +5,8 @@ Row fields (all [rows, seq_len], per-token arrays aligned with `tokens`):
 - `loss_mask`: 1 on the completion tokens the policy chose: not the prompt, not padding, not the tokens given in
   `forced` (text the thinking budget forced; in multi-turn rollouts also the tool responses and chat markup between
   turns), not completions whose reward could not be judged or whose group carries no signal;
+- `sampled_mask`: 1 on every completion token the policy chose, trained or not (the loss's `entropy` metric: a batch
+  whose groups carry no signal still reports its policy's entropy);
 - `old_logprobs`: the sampler's log-probability of each completion token (0 elsewhere), the denominator of the
   importance ratio; `ref_logprobs` are computed by the loss from the frozen reference, not stored here;
 - `advantages` [rows]: the completion's group-relative advantage.
@@ -38,6 +40,7 @@ def rollout_rows(
         "segment_ids": np.zeros((rows, seq_len), np.int32),
         "positions": np.zeros((rows, seq_len), np.int32),
         "loss_mask": np.zeros((rows, seq_len), np.int32),
+        "sampled_mask": np.zeros((rows, seq_len), np.int32),
         "old_logprobs": np.zeros((rows, seq_len), np.float32),
         "advantages": np.asarray(advantages, np.float32).reshape(rows),
     }
@@ -50,6 +53,7 @@ def rollout_rows(
         out["segment_ids"][i, : p + c] = 1
         out["positions"][i, : p + c] = np.arange(p + c)
         out["old_logprobs"][i, p : p + c] = sampled_logprobs[i][:c]
+        out["sampled_mask"][i, p : p + c] = ~np.asarray(forced[i][:c], bool)
         if trained[i]:
-            out["loss_mask"][i, p : p + c] = ~np.asarray(forced[i][:c], bool)
+            out["loss_mask"][i, p : p + c] = out["sampled_mask"][i, p : p + c]
     return out

@@ -34,7 +34,7 @@ import jax
 import numpy as np
 
 from qwen3jax.data.verifiable import batch_fields, load_verifiable
-from qwen3jax.rewards import build_rewards
+from qwen3jax.rewards import RewardResult, WeightedRewards, build_rewards
 from qwen3jax.rl.advantages import group_advantages, overlong_penalty
 from qwen3jax.rl.multiturn import Episode, multiturn_rollout
 from qwen3jax.rl.rows import rollout_rows
@@ -94,6 +94,8 @@ class _Group:
     texts: list[str]
     lengths: list[int]  # tokens of the completion's model turns
     episodes: list[Episode] | None = None  # multi-turn rollouts only
+    total: RewardResult | None = None  # the weighted reward of each completion, once judged
+    parts: dict[str, RewardResult] = dataclasses.field(default_factory=dict)  # each reward's own results
 
 
 @SOURCES.register("rollouts")
@@ -143,8 +145,8 @@ class RolloutSource:
         self._overlong, self._overlong_cache = overlong, overlong_cache
         self._tools = ToolEnvironment(tools) if tools else None
         self._max_turns = max_turns
-        self.rewards = build_rewards(list(c.rewards), lend=trainer.lend_frozen)
-        self._stream = PromptStream(load_verifiable(prompts, "train"), seed=c.seed)
+        self.rewards = self._build_rewards()
+        self._stream = self._prompt_stream(prompts)
         self._seed = c.seed
         self._rollouts = 0  # rollout batches sampled so far (seeds the sampler)
         self._pending: dict[str, np.ndarray] | None = None  # rows still to train on in this μ cycle
@@ -182,6 +184,22 @@ class RolloutSource:
     def report(self) -> dict[str, Any]:
         return dict(self._report)
 
+    # ---- what a task mixture (`rl/mixture.py`) replaces -------------------------------------------------------------
+    def _build_rewards(self) -> WeightedRewards:
+        return build_rewards(list(self._trainer.config.rewards), lend=self._trainer.lend_frozen)
+
+    def _prompt_stream(self, prompts: str) -> PromptStream:
+        return PromptStream(load_verifiable(prompts, "train"), seed=self._trainer.config.seed)
+
+    def _judge(self, groups: list[_Group]) -> None:
+        """Sets every group's rewards: here the run's rewards score every completion."""
+        judge_groups(self.rewards, groups, self.group_size)
+
+    def _batch_metrics(self, groups: list[_Group]) -> dict[str, float]:
+        """Metrics of the trained batch beyond the rewards' (a mixture's per-task means)."""
+        del groups
+        return {}
+
     # ---- sampling ---------------------------------------------------------------------------------------------------
     def _local_rows(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """This process's contiguous share of the global rows."""
@@ -204,13 +222,13 @@ class RolloutSource:
     def sample_and_score(self, model, records: list[dict[str, Any]], round_: int = 0):
         """(rewards [G, N], judged [G, N]) of `group_size` completions of each record sampled from `model` as a
         rollout samples them (the `select` command's pass rates)."""
-        rewards, judged, _, _ = self._score(self._sample(model, records, round_))
-        return rewards, judged
+        return self._score(self._sample(model, records, round_))
 
-    def _generate(self, model, prompt_ids: list[list[int]], n: int, round_: int, turn: int = 0):
+    def _generate(self, model, prompt_ids: list[list[int]], n: int, round_: int, turn: int = 0, stream: int = 0):
+        """`stream` > 0: a sampling stream of its own for another part of the same rollout (a mixture's tool task)."""
         seed = (self._seed * 1_000_003 + self._rollouts * 101 + round_) % 2**31
-        if turn:  # later turns of multi-turn rollouts: streams of their own
-            seed = int(np.random.SeedSequence([seed, turn]).generate_state(1)[0]) % 2**31
+        if turn or stream:  # later turns of multi-turn rollouts, other parts of the rollout: streams of their own
+            seed = int(np.random.SeedSequence([seed, turn] + ([stream] if stream else [])).generate_state(1)[0]) % 2**31
         return generate(
             model, prompt_ids, n=n, max_new_tokens=self.max_new_tokens, stop_ids=self.stop_ids,
             vocab_limit=self.tokenizer.vocab_size, seed=seed, thinking=self._think, **self._decoding,
@@ -219,7 +237,7 @@ class RolloutSource:
     def _sample(self, model, records: list[dict[str, Any]], round_: int) -> list[_Group]:
         prompt_ids = [self.prompt_ids(r) for r in records]
         if self._tools is not None:
-            return self._sample_episodes(model, records, prompt_ids, round_)
+            return self._sample_episodes(model, records, prompt_ids, round_, self._tools, self._max_turns)
         result = self._generate(model, prompt_ids, self.group_size, round_)
         groups = []
         g = self.group_size
@@ -232,10 +250,11 @@ class RolloutSource:
                                  texts, [len(c) for c in completions]))  # fmt: skip
         return groups
 
-    def _sample_episodes(self, model, records, prompt_ids, round_: int) -> list[_Group]:
+    def _sample_episodes(self, model, records, prompt_ids, round_: int, tools: ToolEnvironment, max_turns: int,
+                         stream: int = 0) -> list[_Group]:  # fmt: skip
         episodes = multiturn_rollout(
-            lambda prompts, n, turn: self._generate(model, prompts, n, round_, turn), prompt_ids, n=self.group_size,
-            tools=self._tools, tokenizer=self.tokenizer, reply_text=self.completion_text, max_turns=self._max_turns,
+            lambda prompts, n, turn: self._generate(model, prompts, n, round_, turn, stream), prompt_ids,
+            n=self.group_size, tools=tools, tokenizer=self.tokenizer, reply_text=self.completion_text, max_turns=max_turns,
             max_new_tokens=self.max_new_tokens, max_len=self._trainer.config.seq_len, enable_thinking=self.thinking,
         )  # fmt: skip
         g = self.group_size
@@ -248,15 +267,11 @@ class RolloutSource:
                                  [e.final_answer for e in mine], [e.turn_tokens for e in mine], mine))  # fmt: skip
         return groups
 
-    def _score(self, groups: list[_Group]):
-        records = [grp.record for grp in groups for _ in range(self.group_size)]
-        prompts, fields = batch_fields(records)
-        if self._tools is not None:
-            fields["conversation"] = [e.messages for grp in groups for e in grp.episodes]
-        completions = [t for grp in groups for t in grp.texts]
-        result, metrics = self.rewards.score(prompts, completions, **fields)
-        rewards = result.scores.reshape(len(groups), self.group_size)
-        judged = result.mask.reshape(len(groups), self.group_size).copy()
+    def _score(self, groups: list[_Group]) -> tuple[np.ndarray, np.ndarray]:
+        """(rewards [G, N] with the overlong shaping, judged [G, N]) of judged groups."""
+        self._judge(groups)
+        rewards = np.stack([grp.total.scores for grp in groups])
+        judged = np.stack([grp.total.mask for grp in groups])
         truncated = np.array([grp.truncated for grp in groups])
         if self._overlong == "soft":
             lengths = np.array([grp.lengths for grp in groups])
@@ -264,19 +279,19 @@ class RolloutSource:
                                                  cache_tokens=min(self._overlong_cache, self.max_new_tokens))  # fmt: skip
         if self._overlong == "filter":
             judged &= ~truncated
-        return rewards, judged, result, metrics
+        return rewards, judged
 
     def _rollout(self, state: TrainState) -> dict[str, np.ndarray]:
         start = time.perf_counter()
         policy = state.model()
         groups = self._sample(policy, self._stream.take(self.prompts_per_step), 0)
-        rewards, judged, result, metrics = self._score(groups)
+        rewards, judged = self._score(groups)
         advantages = group_advantages(rewards, judged, scale=self._scale)
         refills = 0
         while self._dynamic and advantages.zero_std.any() and refills < self._max_refills:
             refills += 1
             extra = self._sample(policy, self._stream.take(int(advantages.zero_std.sum())), refills)
-            x_rewards, x_judged, _, _ = self._score(extra)
+            x_rewards, x_judged = self._score(extra)
             x_adv = group_advantages(x_rewards, x_judged, scale=self._scale)
             # Replace signal-less groups by new groups that have a signal, in order.
             useful = [j for j in range(len(extra)) if not x_adv.zero_std[j]]
@@ -297,10 +312,10 @@ class RolloutSource:
         )  # fmt: skip
         lengths = np.array([n for grp in groups for n in grp.lengths])
         flat_rewards = rewards.reshape(-1)[judged.reshape(-1)]
+        totals = RewardResult.concat([grp.total for grp in groups])
         self._metrics = {
-            # reward/<name> is a reward's mean over judged completions; its judged share and masked counts keep
-            # their longer names.
-            **{k.removesuffix("/mean"): v for k, v in metrics.items() if not k.startswith("reward/total")},
+            **component_metrics(groups),
+            **self._batch_metrics(groups),
             "reward_mean": float(flat_rewards.mean()) if flat_rewards.size else float("nan"),
             "reward_std": float(flat_rewards.std()) if flat_rewards.size else float("nan"),
             "masked_frac": float(1 - judged.mean()),
@@ -309,19 +324,23 @@ class RolloutSource:
             "truncated_frac": float(np.mean([t for grp in groups for t in grp.truncated])),
             "rollout_tokens_per_s": float(lengths.sum() / seconds),
             "refill_rounds": float(refills),
-            **(self._tool_metrics(groups) if self._tools is not None else {}),
+            **self._tool_metrics([grp for grp in groups if grp.episodes is not None]),
         }
-        for reason, n in result.masked_counts().items():
+        for reason, n in totals.masked_counts().items():
             self._report["masked"][reason] = self._report["masked"].get(reason, 0) + n
         self._report["rollouts"] = self._rollouts
         return rows
 
     def _tool_metrics(self, groups: list[_Group]) -> dict[str, float]:
-        """Tool use of the trained batch: calls made and failed (in all, and by kind) and model turns."""
+        """Tool use of the trained batch's multi-turn `groups`: calls made and failed (in all, and by kind) and model
+        turns ({} without such groups)."""
         episodes = [e for grp in groups for e in grp.episodes]
+        if not episodes:
+            return {}
         errors = sum((e.tool_errors for e in episodes), collections.Counter())
+        report = self._report.setdefault("tool_errors", {})
         for kind, n in errors.items():
-            self._report["tool_errors"][kind] = self._report["tool_errors"].get(kind, 0) + n
+            report[kind] = report.get(kind, 0) + n
         return {
             "tool/calls": float(sum(e.tool_calls for e in episodes)),
             "tool/errors": float(sum(errors.values())),
@@ -329,3 +348,26 @@ class RolloutSource:
             "tool/turn_limit_frac": float(np.mean([e.turn_limit for e in episodes])),
             "turns_mean": float(np.mean([e.turns for e in episodes])),
         }
+
+def judge_groups(rewards: WeightedRewards, groups: list[_Group], group_size: int) -> None:
+    """Scores every completion of `groups` with `rewards` in one batch and stores each group's results."""
+    records = [grp.record for grp in groups for _ in range(group_size)]
+    prompts, fields = batch_fields(records)
+    if groups[0].episodes is not None:  # multi-turn: the whole conversation too
+        fields["conversation"] = [e.messages for grp in groups for e in grp.episodes]
+    total, parts = rewards.score_parts(prompts, [t for grp in groups for t in grp.texts], **fields)
+    for i, grp in enumerate(groups):
+        rows = slice(i * group_size, (i + 1) * group_size)
+        grp.total, grp.parts = total.select(rows), {name: part.select(rows) for name, part in parts.items()}
+
+
+def component_metrics(groups: list[_Group]) -> dict[str, float]:
+    """`reward/<name>` (a reward's mean over the completions it judged), `reward/<name>/judged` and
+    `reward/<name>/masked/<reason>` over the completions of `groups` that the reward scored (the trained batch, so
+    they agree with `reward_mean` after refills)."""
+    names = list(dict.fromkeys(name for grp in groups for name in grp.parts))
+    metrics = {}
+    for name in names:
+        part = RewardResult.concat([grp.parts[name] for grp in groups if name in grp.parts])
+        metrics.update({k.removesuffix("/mean"): v for k, v in part.metrics(f"reward/{name}").items()})
+    return metrics

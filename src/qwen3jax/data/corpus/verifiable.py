@@ -6,6 +6,8 @@
 - `code`: small function-writing tasks from parametrised families, with assert tests (`code_tests`) and the
   same behaviour as stdin/stdout cases (`code_io`); expected values come from a trusted reference implementation.
 - `instruction`: writing prompts with 1-3 compatible checkable constraints (`ifeval`).
+- `qa`: math questions (other problems than `math`'s) with a reference answer for the `judge`.
+- `thinkfollow`: multi-turn conversations switching `/think` and `/no_think`, scored by `format` (ThinkFollow).
 - `preference_pairs()`: chosen/rejected completions: whole math derivations vs ones stopped early with a wrong
   intermediate answer, correct vs buggy code, instructions followed vs one violated (each label checked with the
   verifier itself).
@@ -300,7 +302,50 @@ def _instruction_record(rng: random.Random, index: int) -> tuple[str, dict[str, 
     }  # fmt: skip
 
 
-_DRAWS = {"math": _math_record, "code": _code_record, "instruction": _instruction_record}
+# ------------------------------------------------------------------------------------ general RL (judge, format)
+_QA_OFFSET = 1_000_000  # problem indices of their own, so QA questions are not the math set's
+
+
+def _qa_record(rng: random.Random, index: int) -> tuple[str, dict[str, Any]] | None:
+    """A math question with a reference answer for the judge (no answer format asked for), not one of the math
+    set's (small problem spaces repeat across indices)."""
+    drawn = _math_record(rng, _QA_OFFSET + index)
+    if drawn is None or drawn[1]["prompt"] in _math_prompts():
+        return None
+    query, math = drawn
+    return query, {
+        "prompt": query, "reference": math["gold"], "rewards": [{"name": "judge"}], "domain": "qa", "kind": math["kind"],
+    }  # fmt: skip
+
+
+@functools.cache
+def _math_prompts() -> frozenset[str]:
+    return frozenset(r["prompt"] for split in _splits("math").values() for r in split)
+
+
+_SWITCHES = ("/think", "/no_think")
+
+
+def _thinkfollow_record(rng: random.Random, index: int) -> tuple[str, dict[str, Any]]:
+    """A ThinkFollow-style conversation (TR §4.3): 2-3 user turns, each ending with a random `/think` or
+    `/no_think`, the mode switching at least once; the reply to the last turn must follow its switch (`format`)."""
+    del index
+    turns = rng.randint(2, 3)
+    switches = [rng.choice(_SWITCHES) for _ in range(turns)]
+    if len(set(switches)) == 1:
+        switches[-1] = _SWITCHES[1 - _SWITCHES.index(switches[-1])]
+    messages = []
+    for turn, switch in enumerate(switches):
+        topic = rng.choice(_TOPICS)
+        task = rng.choice(("Write a short note about", "Describe", "Tell a friend about", "Explain"))
+        messages.append({"role": "user", "content": f"{task} {topic}. {switch}"})
+        if turn < turns - 1:
+            messages.append({"role": "assistant", "content": rng.choice(_sentences(topic))})
+    return json.dumps(messages), {"messages": messages, "rewards": [{"name": "format"}], "domain": "thinkfollow"}
+
+
+_DRAWS = {"math": _math_record, "code": _code_record, "instruction": _instruction_record, "qa": _qa_record,
+          "thinkfollow": _thinkfollow_record}  # fmt: skip
 
 
 @functools.cache
@@ -322,7 +367,8 @@ def _splits(domain: str) -> dict[str, list[dict[str, Any]]]:
 
 
 def verifiable_records(domain: str, split: str, n: int | None = None) -> list[dict[str, Any]]:
-    """The embedded query–verifier records of one domain ("math", "code", "instruction") and split."""
+    """The embedded query–verifier records of one domain (`_DRAWS`: "math", "code", "instruction", "qa",
+    "thinkfollow") and split."""
     if domain not in _DRAWS:
         raise ValueError(f"unknown domain {domain!r}; expected one of {sorted(_DRAWS)}")
     if split not in SPLITS:
