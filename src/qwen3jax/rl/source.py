@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import random
 import time
+import zlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import grain
 import jax
 import numpy as np
 
@@ -52,35 +53,29 @@ OVERLONG = ("none", "filter", "soft")
 
 
 class PromptStream:
-    """An endless stream of records: a fresh seeded shuffle every epoch; its state is (epoch, index)."""
+    """An endless stream of records on grain: a fresh seeded shuffle every epoch (`MapDataset.shuffle().repeat()`
+    reseeds each epoch), read by position, so its whole state is that position (kept as (epoch, index))."""
 
-    def __init__(self, records: list[dict[str, Any]], seed: int):
+    def __init__(self, records: list[dict[str, Any]], seed: int | str):
         if not records:
             raise ValueError("the rollout prompt set is empty")
-        self.records, self.seed, self.epoch, self.index = records, seed, 0, 0
-        self._order = self._shuffle()
-
-    def _shuffle(self) -> list[int]:
-        order = list(range(len(self.records)))
-        random.Random(f"{self.seed}:{self.epoch}").shuffle(order)
-        return order
+        self.records = records
+        # grain seeds are integers; string seeds (one stream per mixture task) map to one deterministically.
+        int_seed = seed if isinstance(seed, int) else zlib.crc32(str(seed).encode())
+        self._dataset = grain.MapDataset.source(records).shuffle(seed=int_seed).repeat()
+        self._position = 0
 
     def take(self, n: int) -> list[dict[str, Any]]:
-        out = []
-        for _ in range(n):
-            if self.index == len(self._order):
-                self.epoch, self.index = self.epoch + 1, 0
-                self._order = self._shuffle()
-            out.append(self.records[self._order[self.index]])
-            self.index += 1
+        out = [self._dataset[i] for i in range(self._position, self._position + n)]
+        self._position += n
         return out
 
     def get_state(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "index": self.index}
+        epoch, index = divmod(self._position, len(self.records))
+        return {"epoch": epoch, "index": index}
 
     def set_state(self, state: dict[str, int]) -> None:
-        self.epoch, self.index = int(state["epoch"]), int(state["index"])
-        self._order = self._shuffle()
+        self._position = int(state["epoch"]) * len(self.records) + int(state["index"])
 
 
 @dataclasses.dataclass
