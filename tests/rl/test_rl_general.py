@@ -64,7 +64,7 @@ def _config(root, *, seed: int, steps: int):
     }  # fmt: skip
     config.batch_source.update(max_new_tokens=16, dynamic_sampling=False, overlong="none")
     config.loss.max_tokens = 16
-    config.optim.peak_lr = 2e-3
+    config.optim.peak_lr = 1e-3
     config.eval.update(every=steps, num_prompts=16, max_new_tokens=16)
     config.samples.num, config.checkpoint.async_save = 0, False
     return config
@@ -80,8 +80,10 @@ def test_general_rl_raises_the_format_and_instruction_rewards_on_held_out_prompt
     fmt, follow = "eval/format/reward/format", "eval/instruction/reward/ifeval"
     assert before[fmt] <= 0.2 and after[fmt] >= 0.8, (before[fmt], after[fmt])
     assert before[follow] <= 0.2 and after[follow] >= 0.8, (before[follow], after[follow])
-    # Measured (seed 0): held-out greedy format 0 -> 1 and ifeval 0 -> 1; training reward_mean of steps 1-5 0.17,
-    # of steps 26-30 0.85; entropy 0.52-1.6 nats per sampled token but for a spike to 5.0 after the first update.
+    # Measured (seed 0, peak_lr 1e-3): held-out greedy format 0 -> 1 and ifeval 0 -> 1; training reward_mean of
+    # steps 1-5 0.16-0.3, of steps 26-30 ~0.7-0.9; entropy 1.9 -> 0.6 nats per sampled token. At 2e-3 the policy
+    # collapsed into one repeated token on another prompt order. The format task starts from ~3% well-formed
+    # samples, so its signal depends on the draw: seed 1 found no well-formed sample in 40 steps (ifeval 0 -> 1).
     reward = np.array([r["train/reward_mean"] for r in train])
     assert reward[-5:].mean() > reward[:5].mean() + 0.3, reward
     assert {"train/task/format/reward_mean", "train/task/instruction/reward_mean", "train/reward/format",
