@@ -1,15 +1,18 @@
 """The run's eval against independent references: the loss against a NumPy log-softmax of the model's full logits,
-bits per byte against the targets' byte lengths gathered in NumPy."""
+bits per byte against the targets' byte lengths gathered in NumPy; the end-of-run samples against the NumPy sampling
+distribution of the configured decoding settings."""
 
 import math
 
 import jax
 import numpy as np
 
-from qwen3jax.train.evals import HeldOutLoss
+import qwen3jax.sample
+from qwen3jax.train.evals import HeldOutLoss, TextSamples
 from qwen3jax.train.loop import Trainer, configured_tokenizer_for
 from qwen3jax.train.metrics import MetricsWriter
 
+from ..sample.helpers import sampling_log_probs, step_logits
 from .helpers import tiny_config
 
 
@@ -46,3 +49,37 @@ def test_eval_loss_and_bits_per_byte_match_numpy(tmp_path):
     np.testing.assert_allclose(result["eval/loss"], nats / targets, rtol=1e-5)
     np.testing.assert_allclose(result["eval/bpb"], nats / math.log(2) / num_bytes, rtol=1e-5)
     assert abs(result["eval/loss"] - math.log(config.model.vocab_size)) > 0.5  # logits far from uniform
+
+
+def test_samples_are_drawn_with_the_configured_decoding(tmp_path, monkeypatch):
+    """Each sampled token's log-prob equals the NumPy sampling distribution's under the config's temperature, top-k,
+    top-p and presence penalty (greedy decoding would give 0, another setting another value); the written text is
+    the prompts followed by those tokens."""
+    decoding = dict(temperature=0.7, top_k=20, top_p=0.8, presence_penalty=0.5)
+    samples = {f"samples.{k}": v for k, v in decoding.items()}
+    config = tiny_config(**samples, **{"samples.num": 2, "samples.max_new_tokens": 8, "samples.seed": 3,
+                                      "model.init_std": 0.5})  # fmt: skip
+    trainer = Trainer(config, tmp_path)
+    state = trainer.init_state()
+    calls, real_generate = [], qwen3jax.sample.generate
+
+    def recording_generate(*args, **kwargs):
+        calls.append(real_generate(*args, **kwargs))
+        return calls[-1]
+
+    monkeypatch.setattr(qwen3jax.sample, "generate", recording_generate)
+    text = TextSamples(trainer)(state)
+
+    (result,) = calls
+    tok, model = trainer.tokenizer, state.model()
+    prompts = [tok.encode(p) for p in list(config.samples.prompts)[:2]]
+    for prompt, generated, logprobs in zip(prompts, result.tokens, result.logprobs):
+        logits = step_logits(model, prompt, generated, len(prompt) + len(generated))
+        expected = [
+            sampling_log_probs(logits[t], set(generated[:t]), **decoding)[token] for t, token in enumerate(generated)
+        ]
+        np.testing.assert_allclose(logprobs, expected, rtol=1e-4, atol=1e-5)
+        assert np.all(np.isfinite(expected)) and min(expected) < -0.1  # inside the kept set, and not greedy
+    assert text == "\n".join(
+        f"--- prompt: {p!r}\n{p}{tok.decode(ids)}\n" for p, ids in zip(config.samples.prompts, result.tokens)
+    )

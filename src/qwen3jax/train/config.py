@@ -53,7 +53,7 @@ def pretrain_config(stage: str, variant: str, reason: str) -> ml_collections.Con
     c.seq_len = 256 if tiny else 4096
     c.global_batch = 16 if tiny else 512
     c.micro_batches = 1 if tiny else 8  # 64 sequences of 4K per micro-batch; 0: one sequence per batch shard
-    c.steps = 250 if tiny else 100_000
+    c.steps = 300 if tiny else 100_000
     c.seed = 0
     c.init_from = ""  # run dir, checkpoints dir, checkpoint step dir, native checkpoint or HF folder
     # train.batch_sources.SOURCES: the data mixture, read as `data_shards` shards (0: one per process)
@@ -92,6 +92,13 @@ def pretrain_config(stage: str, variant: str, reason: str) -> ml_collections.Con
             "num": 3,
             "max_new_tokens": 40,
             "prompts": ["def fibonacci(n):", "The standard library", "Problem: Evaluate 12 + 7.\n\nSolution:\n"],
+            # Decoding (sample.generate): SPEC §4's non-thinking eval settings, drawn with a fixed seed so a rerun
+            # writes the same samples. temperature=0 is greedy, which loops on a small model's likeliest phrase.
+            "temperature": 0.7,
+            "top_p": 0.8,
+            "top_k": 20,
+            "presence_penalty": 0.0,
+            "seed": 0,
         }
     )
     return c

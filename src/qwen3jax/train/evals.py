@@ -13,8 +13,9 @@ a sampler as `sampler(state) -> text` for `samples.txt`. RL adds e.g. the mean v
   block) and `/no_think` (an empty one) on held-out prompts.
 - `composite`: the evaluators of `eval.parts`, e.g. `["held_out_loss", "held_out_reward"]` for SFT phases that
   teach answers.
-- samples `text`: greedy continuations of raw prompts; `chat`: greedy replies to user prompts rendered with the
-  chat template, in thinking and in non-thinking mode.
+- samples `text`: continuations of raw prompts; `chat`: replies to user prompts rendered with the chat template, in
+  thinking and in non-thinking mode; both decoded with the `samples` settings (temperature, top-k, top-p, presence
+  penalty, seed; temperature 0: greedy).
 """
 
 from __future__ import annotations
@@ -231,14 +232,16 @@ class Composite:
 def _generate(trainer: Trainer, state: TrainState, prompts: list[list[int]], stop_ids) -> list[list[int]]:
     from qwen3jax.sample import generate  # pylint: disable=import-outside-toplevel
 
-    result = generate(state.model(), prompts, max_new_tokens=trainer.config.samples.max_new_tokens,
+    s = trainer.config.samples
+    result = generate(state.model(), prompts, max_new_tokens=s.max_new_tokens, temperature=s.temperature,
+                      top_p=s.top_p, top_k=s.top_k, presence_penalty=s.presence_penalty, seed=s.seed,
                       stop_ids=stop_ids, vocab_limit=trainer.tokenizer.vocab_size)  # fmt: skip
     return result.tokens
 
 
 @SAMPLES.register("text")
 class TextSamples:
-    """Greedy continuations of the configured raw-text prompts."""
+    """Continuations of the configured raw-text prompts."""
 
     def __init__(self, trainer: Trainer):
         self._trainer = trainer
@@ -252,7 +255,7 @@ class TextSamples:
 
 @SAMPLES.register("chat")
 class ChatSamples:
-    """Greedy assistant replies to the configured prompts (one user message each) through the chat template, once
+    """Assistant replies to the configured prompts (one user message each) through the chat template, once
     with thinking and once without (the template's empty think block), stopping at `<|im_end|>`."""
 
     def __init__(self, trainer: Trainer):
