@@ -3,11 +3,15 @@
 Pretraining is the S1 mix with half its tokens from the embedded chat set (`reasoning_chat`: the synthetic train
 problems as conversations, thinking and non-thinking, no soft-switch flags), so 150 steps teach the chat template
 and the problems' language; the SFT phases then teach what they are about (the curated long-CoT form, the flags).
-Without the chat share the chat-template tokens are never fed in: 40-100 steps of S1 alone left greedy replies
-repeating newlines, and no SFT check could show more than a falling loss.
+Without the chat share the chat-template tokens are never fed in: after 40 steps of S1 alone (and after 100 steps
+with a 30% chat share at 8192 tokens) greedy replies repeated newlines, and no SFT check showed more than a
+falling loss.
 
 A 2048-token vocabulary: the embedding rows of an 8192-token one were mostly untrained at this budget (next-token
-loss 6.9 after 40 steps), the smaller one reaches ~4.3 after 150 steps at about the same cost per step.
+loss 6.9 after 40 steps), the smaller one costs about the same per step. An untied LM head, as the tiny preset's
+(model/config.py says why): with a tied one, these 150 steps gave a model that predicts `<think>` again after
+`<think>\\n`, so no SFT phase got a well-formed thinking reply out of it (cold start: well-formed 0/32 after 60
+steps; fusion: /think blocks `<think>\\n<think>\\n</think>`); untied, the same budget gives 5/32 and real thinking.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from qwen3jax.train.loop import Trainer
 
 VOCAB = 2048
 MODEL = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2,
-             head_dim=16, tie_word_embeddings=True)  # fmt: skip
+             head_dim=16, tie_word_embeddings=False)  # fmt: skip
 CHAT_SHARE = 0.5  # of the tokens, the rest keeps the S1 shares
 
 

@@ -72,9 +72,9 @@ def test_curate_keeps_the_teacher_runs_verified_samples_in_both_modes(curated):
     assert report["teacher"] == str(curated / "teacher") and report["queries"] == 120
     assert len(records) == report["kept_responses"] > 0
     modes = [r["provenance"]["mode"] for r in records]
-    # Measured: 106 think and 120 no_think responses kept; 95 of the 240 thinking samples malformed (e.g. an empty
-    # block), 14 queries with no well-formed thinking sample (zero pass@2).
-    assert modes.count("think") > 60 and modes.count("no_think") > 60, report
+    # Measured: 72 think and 120 no_think responses kept; 154 of the 240 thinking samples malformed (e.g. an empty
+    # block), 48 queries with no well-formed thinking sample (zero pass@2).
+    assert modes.count("think") > 40 and modes.count("no_think") > 60, report
     for record in records:
         response = record["messages"][-1]["content"]
         assert filters.ResponseFilters(verify_answer).rejection(  # kept only what passes every filter
@@ -100,7 +100,8 @@ def test_the_student_moves_toward_the_model_teacher(curated, pretrained_tiny):
     student.eval.update(parts=["held_out_loss", "held_out_reward"], every=30, batches=1, prompts=prompts,
                         num_prompts=16, max_new_tokens=48)  # fmt: skip
     evals = _run(student, curated / "student")
-    # Measured: 2.60 -> 0.04 nats per token; accuracy 0/16 -> 16/16 (well-formed 0 -> 7/16).
+    # Measured: 2.12 -> 0.03 nats per token; accuracy 0/16 -> 16/16 (its thinking-mode replies mostly take the
+    # empty block, as most kept responses have it).
     assert evals[30]["eval/loss"] < 0.1 * evals[0]["eval/loss"], evals
     assert evals[0]["eval/accuracy"] == 0.0 and evals[30]["eval/accuracy"] >= 0.9, evals
 

@@ -5,16 +5,15 @@ closed, an answer after it) of greedy thinking replies to held-out problems besi
 the teacher's responses in both modes lowers the student's cross-entropy on the teacher's held-out responses.
 
 All start from the shared tiny pretrained model (tests/pretrained.py: 150 steps, half the tokens from the embedded
-chat set). Fusion SFT teaches the /no_think switch: the pretrained model opens a think block whatever the flag,
-after 60 fusion steps it leaves the block empty for /no_think and not for /think.
+chat set, no soft-switch flags). Cold-start SFT also raises the share of well-formed thinking replies (one think
+block, closed, an answer after it) from 0; fusion SFT teaches both switches to most held-out prompts.
 
-Not shown at this budget: a rise of the exact-answer accuracy or of the well-formed share after cold-start SFT, and
-a meaningful thinking block. Both models write "<think>\\n<think>\\n..." (at "<think>\\n" they predict "<think>"
-again, teacher-forced too: the previous-token distinction is not learned yet), so no reply is well formed.
-Measured (cold start from this model, 32 or 64 held-out problems): accuracy 0 and well-formed 0 before and after
-60 steps at peak rate 3e-3 or 1e-2 and after 100 steps at 1e-2; the replies become worked-solution-shaped
-("<think>\\n<think>\\nWork inside parentheses first, ... The final answer is $\\boxed{1}$.") with wrong numbers.
-(From the earlier 40-step, 8192-token start, next-token loss 6.9: the same, with token loops instead.)"""
+Not shown at this budget: a rise of the exact-answer accuracy (1/32 before and after cold start: the replies are
+worked-solution shaped, "<think>\\nWork inside parentheses first, dividing the numerators: 100 = 120 ...", with
+wrong numbers, some looping on digits), and the issue's >= 95% of /think prompts after fusion (81% measured).
+From the earlier start (40 steps, 8192 tokens, tied head, next-token loss 6.9) neither phase showed more than a
+falling loss, and with a tied head at this budget both models wrote "<think>\\n<think>\\n..." (well-formed 0/32,
+fusion /think blocks holding only a second <think>)."""
 
 import json
 
@@ -61,18 +60,19 @@ def test_cold_start_sft_lowers_the_held_out_loss(tmp_path, pretrained_tiny):
     run_on_one_device(config, tmp_path / "sft")
     rows = [json.loads(line) for line in open(tmp_path / "sft" / "metrics.jsonl")]
     evals = {r["step"]: r for r in rows if "eval/loss" in r}
-    # Measured: 2.11 -> 1.49 (eval on 2 batches of held-out curated conversations).
+    # Measured: 1.59 -> 1.08 (eval on 2 batches of held-out curated conversations); well-formed replies 0 -> 5/32,
+    # exact answers 1/32 -> 1/32.
     assert evals[60]["eval/loss"] < 0.8 * evals[0]["eval/loss"]
+    assert evals[0]["eval/reward/format/mean"] == 0 and evals[60]["eval/reward/format/mean"] >= 3 / 32
     assert {"eval/accuracy", "eval/reward/format/mean", "eval/completion_len_mean"} <= set(evals[60])
 
 
 @pytest.mark.slow
 def test_fusion_sft_teaches_the_think_and_no_think_switches(tmp_path, pretrained_tiny):
     """Fusion SFT straight from the pretrained model (the switch does not need the cold-start run first): greedy
-    replies to 32 held-out prompts, each asked with /think and with /no_think. The pretrained model opens a
-    non-empty block whatever the flag; after fusion the /no_think replies open an empty one and the /think replies
-    still do not. Short of the issue's >= 95% for /think at this budget (see the module docstring for what the
-    non-empty blocks hold); 60 steps at batch 16 measured 0.91 and 1.0, 80 steps at 5e-3 0.66 and 1.0."""
+    replies to 32 held-out prompts, each asked with /think and with /no_think. The pretrained model mostly opens
+    an empty block whatever the flag; after fusion the /no_think replies all do and most /think replies start
+    thinking ("<think>\\nWork inside parentheses first, then"). Short of the issue's >= 95% for /think."""
     config = start_from_it(sft_thinking_fusion.get_config("tiny"), pretrained_tiny)
     config.steps, config.global_batch, config.log_every = 60, 8, 10
     config.eval.update(every=60, batches=1, num_prompts=32)
@@ -80,9 +80,9 @@ def test_fusion_sft_teaches_the_think_and_no_think_switches(tmp_path, pretrained
     run_on_one_device(config, tmp_path)
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     evals = {r["step"]: r for r in rows if "eval/loss" in r}
-    # Measured: /no_think empty 0.03 -> 0.97, /think non-empty 0.88 -> 0.88.
-    assert evals[0]["eval/no_think_empty_frac"] <= 0.1
-    assert evals[60]["eval/no_think_empty_frac"] >= 0.9 and evals[60]["eval/think_nonempty_frac"] >= 0.75
+    # Measured: /think non-empty 0.38 -> 0.81, /no_think empty 0.78 -> 1.0.
+    assert evals[0]["eval/think_nonempty_frac"] <= 0.5
+    assert evals[60]["eval/think_nonempty_frac"] >= 0.7 and evals[60]["eval/no_think_empty_frac"] >= 0.95
 
 
 @pytest.mark.slow
@@ -107,5 +107,5 @@ def test_off_policy_distillation_moves_the_student_toward_the_teacher(tmp_path, 
     run_on_one_device(config, tmp_path)
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     evals = {r["step"]: r for r in rows if "eval/loss" in r}
-    # Measured: 1.99 -> 1.76 nats per token (2 batches of the teacher's held-out responses, both modes).
+    # Measured: 1.55 -> 1.30 nats per token (2 batches of the teacher's held-out responses, both modes).
     assert evals[30]["eval/loss"] < 0.95 * evals[0]["eval/loss"]
