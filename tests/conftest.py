@@ -44,3 +44,12 @@ def small_disk(tmp_path):
     yield mount
     for point in mounts:
         subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+@pytest.fixture(scope="session")
+def pretrained_tiny(tmp_path_factory) -> str:
+    """The run directory of the tiny pretrained model the post-training learning checks start from (see
+    tests/pretrained.py), trained once per test run however many workers ask for it."""
+    from tests.pretrained import shared_pretrained_run  # pylint: disable=import-outside-toplevel
+
+    return shared_pretrained_run(tmp_path_factory.getbasetemp())

@@ -4,28 +4,29 @@ SFT lowers the held-out masked loss, evaluated with the exact-answer accuracy an
 closed, an answer after it) of greedy thinking replies to held-out problems beside it; off-policy distillation on
 the teacher's responses in both modes lowers the student's cross-entropy on the teacher's held-out responses.
 
-Not shown at this budget: a rise of the answer accuracy or of the well-formed share, or the fusion switches (see the
-xfail). The pretrained model is near the unigram level (next-token loss 6.9 after 40 steps), and 60 SFT steps teach
-it the targets' token statistics, not yet their dependence on context. Measured (2 layers, d=64, 40 pretraining +
-60 SFT steps, batch 8): accuracy 0/32 and well-formed 0/32 before and after, at peak rate 3e-3 and at 1e-2; greedy
-replies open the think block, then repeat tokens ("<think>\\n<think>\\nTheTheThe... The answer is 1111...") up to the
-token limit (128 here, 160 measured at 1e-2)."""
+All start from the shared tiny pretrained model (tests/pretrained.py: 150 steps, half the tokens from the embedded
+chat set, no soft-switch flags). Cold-start SFT also raises the share of well-formed thinking replies (one think
+block, closed, an answer after it) from 0; fusion SFT teaches both switches to most held-out prompts.
+
+Not shown at this budget: a rise of the exact-answer accuracy (1/32 before and after cold start: the replies are
+worked-solution shaped, "<think>\\nWork inside parentheses first, dividing the numerators: 100 = 120 ...", with
+wrong numbers, some looping on digits), and the issue's >= 95% of /think prompts after fusion (81% measured).
+From the earlier start (40 steps, 8192 tokens, tied head, next-token loss 6.9) neither phase showed more than a
+falling loss, and with a tied head at this budget both models wrote "<think>\\n<think>\\n..." (well-formed 0/32,
+fusion /think blocks holding only a second <think>)."""
 
 import json
 
 import pytest
 
-from experiments import distill_off_policy, pretrain_s1, sft_cold_start, sft_thinking_fusion
+from experiments import distill_off_policy, sft_cold_start, sft_thinking_fusion
 from qwen3jax.data.corpus import build, cold_start, distill
 from qwen3jax.data.pipeline import build_pretrain_iterator
 from qwen3jax.data.stages import chat_sft_config
 from qwen3jax.data.sources import open_source
 from qwen3jax.posttrain import filters
 from qwen3jax.posttrain.verifiers import reward_verifier
-from qwen3jax.train.loop import Trainer
-
-MODEL = dict(vocab_size=8192, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2,
-             head_dim=16, tie_word_embeddings=True)  # fmt: skip  (tied: the thresholds below were measured so)
+from tests.pretrained import run_on_one_device, start_from_it
 
 
 @pytest.mark.slow
@@ -50,65 +51,42 @@ def test_the_embedded_set_is_curated_and_reported():
     assert iterator.report()["curation"] == {"cold_start": report}  # the run's data_report.json says what was curated
 
 
-@pytest.fixture(scope="module")
-def pretrained(tmp_path_factory):
-    """A tiny model pretrained briefly on the S1 mix (the starting point of both SFT phases here)."""
-    workdir = tmp_path_factory.mktemp("pretrain")
-    pretrain = pretrain_s1.get_config("tiny")
-    pretrain.model.update(MODEL)
-    pretrain.steps, pretrain.global_batch, pretrain.seq_len, pretrain.log_every = 40, 8, 256, 10
-    pretrain.eval.every, pretrain.samples.num, pretrain.checkpoint.async_save = 0, 0, False
-    pretrain.optim.peak_lr, pretrain.optim.warmup_steps = 3e-3, 5
-    Trainer(pretrain, workdir).run()
-    return str(workdir)
-
-
 @pytest.mark.slow
-def test_cold_start_sft_lowers_the_held_out_loss(tmp_path, pretrained):
-    config = sft_cold_start.get_config("tiny")
-    config.model.update(MODEL)
-    config.init_from = pretrained
+def test_cold_start_sft_lowers_the_held_out_loss(tmp_path, pretrained_tiny):
+    config = start_from_it(sft_cold_start.get_config("tiny"), pretrained_tiny)
     config.steps, config.global_batch, config.log_every = 60, 8, 10
     config.eval.update(every=60, batches=2, num_prompts=32, max_new_tokens=128)
-    config.samples.num, config.checkpoint.async_save = 0, False
     config.optim.peak_lr, config.optim.warmup_steps = 3e-3, 5
-    Trainer(config, tmp_path / "sft").run()
+    run_on_one_device(config, tmp_path / "sft")
     rows = [json.loads(line) for line in open(tmp_path / "sft" / "metrics.jsonl")]
     evals = {r["step"]: r for r in rows if "eval/loss" in r}
-    # Measured: 5.48 -> 3.40 (eval on 2 batches of held-out curated conversations).
-    assert evals[60]["eval/loss"] < evals[0]["eval/loss"] - 1.5
+    # Measured: 1.59 -> 1.08 (eval on 2 batches of held-out curated conversations); well-formed replies 0 -> 5/32,
+    # exact answers 1/32 -> 1/32.
+    assert evals[60]["eval/loss"] < 0.8 * evals[0]["eval/loss"]
+    assert evals[0]["eval/reward/format/mean"] == 0 and evals[60]["eval/reward/format/mean"] >= 3 / 32
     assert {"eval/accuracy", "eval/reward/format/mean", "eval/completion_len_mean"} <= set(evals[60])
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "not learned at this budget. Measured from this pretrained model (next-token loss 6.9 after 40 steps, near the "
-    "unigram level): after 60 fusion steps no reply opens a think block (p(<think>) after the assistant header "
-    "0.025, the replies repeat the header's newline); re-initialising the 8 chat-template rows (never fed in by "
-    "pretraining, nearly one vector: pairwise cosine 0.90 on average, ordinary rows 0.63) to the mean of the other "
-    "rows plus per-dimension noise gives 0.032; peak rate 1e-2 for 120 steps gives 0.23 and replies "
-    "'<think>\\n\\n<think>...' that follow no flag (think 7/32, no_think 0/32); 150 steps at 3e-3: every reply "
-    "opens an empty block whatever the flag"))
-def test_fusion_sft_teaches_the_think_and_no_think_switches(tmp_path, pretrained):
+def test_fusion_sft_teaches_the_think_and_no_think_switches(tmp_path, pretrained_tiny):
     """Fusion SFT straight from the pretrained model (the switch does not need the cold-start run first): greedy
-    replies to held-out prompts open an empty think block for >= 95% of /no_think prompts and a non-empty one for
-    >= 95% of /think prompts; the pretrained model follows neither."""
-    config = sft_thinking_fusion.get_config("tiny")
-    config.model.update(MODEL)
-    config.init_from = pretrained
+    replies to 32 held-out prompts, each asked with /think and with /no_think. The pretrained model mostly opens
+    an empty block whatever the flag; after fusion the /no_think replies all do and most /think replies start
+    thinking ("<think>\\nWork inside parentheses first, then"). Short of the issue's >= 95% for /think."""
+    config = start_from_it(sft_thinking_fusion.get_config("tiny"), pretrained_tiny)
     config.steps, config.global_batch, config.log_every = 60, 8, 10
     config.eval.update(every=60, batches=1, num_prompts=32)
-    config.samples.num, config.checkpoint.async_save = 0, False
     config.optim.peak_lr, config.optim.warmup_steps = 3e-3, 5
-    Trainer(config, tmp_path).run()
+    run_on_one_device(config, tmp_path)
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     evals = {r["step"]: r for r in rows if "eval/loss" in r}
-    assert evals[0]["eval/think_nonempty_frac"] < 0.5 and evals[0]["eval/no_think_empty_frac"] < 0.5
-    assert evals[60]["eval/think_nonempty_frac"] >= 0.95 and evals[60]["eval/no_think_empty_frac"] >= 0.95
+    # Measured: /think non-empty 0.38 -> 0.81, /no_think empty 0.78 -> 1.0.
+    assert evals[0]["eval/think_nonempty_frac"] <= 0.5
+    assert evals[60]["eval/think_nonempty_frac"] >= 0.7 and evals[60]["eval/no_think_empty_frac"] >= 0.95
 
 
 @pytest.mark.slow
-def test_off_policy_distillation_moves_the_student_toward_the_teacher(tmp_path, pretrained):
+def test_off_policy_distillation_moves_the_student_toward_the_teacher(tmp_path, pretrained_tiny):
     """The embedded distillation set holds the teacher's responses in both modes (thinking ones with their worked
     solution, non-thinking ones after the empty think block), and distilling them into the pretrained student lowers
     its cross-entropy on the teacher's held-out responses (the held-out masked loss), i.e. moves it toward the
@@ -122,15 +100,12 @@ def test_off_policy_distillation_moves_the_student_toward_the_teacher(tmp_path, 
         thinking, reply = record["enable_thinking"], record["messages"][-1]["content"]
         assert thinking == (record["provenance"]["mode"] == "think")
         assert reply.startswith("<think>\n\n</think>\n\n") != thinking
-    config = distill_off_policy.get_config("tiny")
-    config.model.update(MODEL)
-    config.init_from = pretrained
+    config = start_from_it(distill_off_policy.get_config("tiny"), pretrained_tiny)
     config.steps, config.global_batch, config.log_every = 30, 8, 10
     config.eval.update(name="held_out_loss", every=30, batches=2)
-    config.samples.num, config.checkpoint.async_save = 0, False
     config.optim.peak_lr, config.optim.warmup_steps = 3e-3, 5
-    Trainer(config, tmp_path).run()
+    run_on_one_device(config, tmp_path)
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     evals = {r["step"]: r for r in rows if "eval/loss" in r}
-    # Measured: 5.55 -> 4.12 nats per token (2 batches of the teacher's held-out responses, both modes).
-    assert evals[30]["eval/loss"] < evals[0]["eval/loss"] - 1.0
+    # Measured: 1.55 -> 1.30 nats per token (2 batches of the teacher's held-out responses, both modes).
+    assert evals[30]["eval/loss"] < 0.95 * evals[0]["eval/loss"]

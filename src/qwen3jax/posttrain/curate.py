@@ -241,11 +241,14 @@ def _load_teacher(spec: str, args: argparse.Namespace, validation: list[Query]) 
         if not problems:
             raise ValueError(f"the {WORKED_SOLUTIONS} teacher copies from validation problems: --validation is empty")
         return WorkedSolutionTeacher(problems, seed=args.seed, flawed_share=args.flawed_share)
-    from qwen3jax.sample.cli import load
+    # The evaluation harness's loader tells the three kinds apart (a run directory has a config.json too).
+    from qwen3jax.eval.checkpoints import load_checkpoint
+    from qwen3jax.sample.cli import UsageError
 
-    folder = pathlib.Path(spec)
-    is_hf = (folder / "config.json").is_file() and not (folder / "model_config.json").is_file()
-    chat = load(argparse.Namespace(ckpt=None if is_hf else spec, hf=spec if is_hf else None, tokenizer=args.tokenizer))
+    try:
+        chat, _ = load_checkpoint(spec, args.tokenizer)
+    except UsageError as e:  # the command's one error line, not a traceback
+        raise ValueError(f"--teacher/--instruct {spec}: {e}") from None
     return ModelTeacher(chat, name=spec, max_new_tokens=args.max_new_tokens, seed=args.seed)
 
 
