@@ -44,3 +44,14 @@ def small_disk(tmp_path):
     yield mount
     for point in mounts:
         subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+@pytest.fixture(scope="session")
+def zero_products(tmp_path_factory):
+    """The zero-products prompt files and the random-digit SFT start (`sft/`), built once per session: reasoning RL
+    and on-policy distillation both start from it (tests/zero_products.py)."""
+    from tests.zero_products import random_digits, sft_run  # pylint: disable=import-outside-toplevel
+
+    root = tmp_path_factory.mktemp("zero_products")
+    sft_run(root, "sft", random_digits)
+    return root
