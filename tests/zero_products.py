@@ -31,13 +31,15 @@ def write_prompts(root: Path) -> list[str]:
     random.Random(0).shuffle(problems)
     held_out, train = problems[:32], problems[32:]
     for name, queries in (("train", train), ("eval", held_out)):
-        _write_jsonl(root / f"{name}.jsonl", [{"prompt": q, "gold": "0", "rewards": [{"name": "math"}]} for q in queries])
+        records = [{"prompt": q, "gold": "0", "rewards": [{"name": "math"}]} for q in queries]
+        _write_jsonl(root / f"{name}.jsonl", records)
     return train
 
 
 def sft_run(root: Path, name: str, answer: Callable[[random.Random], str], *, model=None, steps: int = 60) -> Path:
     """An SFT run directory `root/name`: `model` (default TINY_MODEL) trained from scratch on the training prompts
-    answered by `answer` (a data source named after it), on one device (8 simulated devices only cost compile time for a model this small)."""
+    answered by `answer` (a data source named after it), on one device (8 simulated devices would only cost
+    compile time for a model this small)."""
     rng = random.Random(1)
     data = _write_jsonl(root / f"{name}.jsonl", [
         {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": answer(rng)}],

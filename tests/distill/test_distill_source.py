@@ -74,8 +74,8 @@ def test_a_sample_that_reaches_the_thinking_budget_gets_the_stop_text_untrained(
     stop_text = tokenizer.encode(STOP_THINKING_TEXT)
     prompts = [chat_prompt_ids(tokenizer, {"prompt": q}, True) + tokenizer.encode("<think>\n")
                for q in ("What is 2 + 2?", "Name a prime.")]  # fmt: skip
-    rows, lengths, _ = completion_rows(model, tokenizer, prompts, seq_len=96, max_new_tokens=budget + len(stop_text) + 4,
-                                       thinking_budget=budget, temperature=1.0, seed=3)  # fmt: skip
+    rows, lengths, _ = completion_rows(model, tokenizer, prompts, seq_len=96, thinking_budget=budget, temperature=1.0,
+                                       max_new_tokens=budget + len(stop_text) + 4, seed=3)  # fmt: skip
     for row, prompt, length in zip(range(len(prompts)), prompts, lengths):
         completion = rows["tokens"][row, len(prompt) : len(prompt) + length].tolist()
         mask = rows["loss_mask"][row, len(prompt) : len(prompt) + length].tolist()
