@@ -39,6 +39,7 @@ def get_config(arg: str = ""):
             "temperature": 1.0,
             "top_p": 1.0,
             "top_k": 0,
+            "thinking_budget": -1,  # SPEC §4's stop-thinking text forced after this many thinking tokens; -1: none
         }
     )
     # beta 1 = reverse KL(student ‖ teacher) on the student's own samples (mode-seeking); 0 forward KL; between JSD

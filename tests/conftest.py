@@ -53,3 +53,14 @@ def pretrained_tiny(tmp_path_factory) -> str:
     from tests.pretrained import shared_pretrained_run  # pylint: disable=import-outside-toplevel
 
     return shared_pretrained_run(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="session")
+def zero_products(tmp_path_factory):
+    """The zero-products prompt files and the random-digit SFT start (`sft/`), built once per session: reasoning RL
+    and on-policy distillation both start from it (tests/zero_products.py)."""
+    from tests.zero_products import random_digits, sft_run  # pylint: disable=import-outside-toplevel
+
+    root = tmp_path_factory.mktemp("zero_products")
+    sft_run(root, "sft", random_digits)
+    return root

@@ -16,7 +16,8 @@ import pytest
 
 from experiments import rl_general
 from qwen3jax.rewards.ifeval import instruction_text
-from tests.rl.test_rl_reasoning import _rows, _trainer, _write_jsonl, train_sft_start
+from tests.rl.test_rl_reasoning import _rows, _trainer
+from tests.zero_products import _write_jsonl, train_chat_sft
 from tests.train.helpers import TINY_MODEL
 
 LOWERCASE = {"id": "lowercase"}
@@ -46,7 +47,7 @@ def start(tmp_path_factory):
         _write_jsonl(root / f"instruction_{name}.jsonl", [
             {"prompt": f"{p} {ask}", "constraints": [LOWERCASE], "rewards": [{"name": "ifeval"}]} for p in prompts
         ])  # fmt: skip
-    train_sft_start(_write_jsonl(root / "sft.jsonl", sft), root / "sft", seq_len=128, source="replies")
+    train_chat_sft(_write_jsonl(root / "sft.jsonl", sft), root / "sft", source="replies", seq_len=128)
     return root
 
 

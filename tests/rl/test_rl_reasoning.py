@@ -13,14 +13,13 @@ SFT steps nor 60 GRPO steps learn the parity of N, copying N's last digit, or `N
 """
 
 import json
-import random
 import signal
 
 import jax
 import numpy as np
 import pytest
 
-from experiments import rl_reasoning, sft_chat
+from experiments import rl_reasoning
 from qwen3jax.rl.source import RolloutSource
 from qwen3jax.train.loop import Trainer
 from tests.train.helpers import TINY_MODEL
@@ -32,43 +31,6 @@ TIMING = ("time", "train/tokens_per_s", "train/mfu", "train/rollout_tokens_per_s
 def _trainer(config, workdir) -> Trainer:
     """On one device: for a model this small, 8 simulated devices would only cost compile time on 2 cores."""
     return Trainer(config, workdir, jax.devices()[:1])
-
-
-def _write_jsonl(path, records):
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def start(tmp_path_factory):
-    """The SFT start (random-digit answers) and the RL prompt files: 148 training and 32 held-out problems."""
-    root = tmp_path_factory.mktemp("zero_products")
-    problems = [f"What is {n} times 0?" for n in range(10, 100)] + [f"What is 0 times {n}?" for n in range(10, 100)]
-    random.Random(0).shuffle(problems)
-    held_out, train = problems[:32], problems[32:]
-    digits = random.Random(1)
-    sft_data = _write_jsonl(root / "sft.jsonl", [
-        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": str(digits.randrange(10))}],
-         "enable_thinking": False} for q in train
-    ])  # fmt: skip
-    for name, queries in (("train", train), ("eval", held_out)):
-        _write_jsonl(root / f"{name}.jsonl", [{"prompt": q, "gold": "0", "rewards": [{"name": "math"}]} for q in queries])
-    train_sft_start(sft_data, root / "sft", seq_len=64, source="random_digits")
-    return root
-
-
-def train_sft_start(data: str, workdir, *, seq_len: int, source: str) -> None:
-    """The tiny chat model of an RL learning check: 60 SFT steps from random weights on the chat JSONL `data` (the
-    data component's name `source` seeds its shuffle)."""
-    sft = sft_chat.get_config("tiny")
-    sft.model.update(TINY_MODEL)
-    sft.data.vocab_size = 512
-    sft.data.sources = {source: {"kind": "jsonl", "path": data, "format": "chat", "weight": 1.0}}
-    sft.init_from = ""
-    sft.seq_len, sft.global_batch, sft.steps, sft.log_every = seq_len, 16, 60, 20
-    sft.eval.every, sft.samples.num, sft.checkpoint.async_save = 0, 0, False
-    sft.optim.peak_lr, sft.optim.warmup_steps = 1e-2, 5
-    _trainer(sft, workdir).run()
 
 
 def _rl_config(root, *, seed: int, steps: int, **batch_source):
@@ -91,8 +53,8 @@ def _rows(workdir):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
-def test_grpo_raises_the_verified_reward_with_the_entropy_in_its_band(tmp_path, start, seed):
-    _trainer(_rl_config(start, seed=seed, steps=30), tmp_path).run()
+def test_grpo_raises_the_verified_reward_with_the_entropy_in_its_band(tmp_path, zero_products, seed):
+    _trainer(_rl_config(zero_products, seed=seed, steps=30), tmp_path).run()
     rows = _rows(tmp_path)
     train = [r for r in rows if "train/reward_mean" in r]
     evals = {r["step"]: r["eval/accuracy"] for r in rows if "eval/accuracy" in r}
@@ -106,11 +68,11 @@ def test_grpo_raises_the_verified_reward_with_the_entropy_in_its_band(tmp_path, 
 
 
 @pytest.mark.slow
-def test_a_run_stopped_between_steps_resumes_bit_identically(tmp_path, start, monkeypatch):
+def test_a_run_stopped_between_steps_resumes_bit_identically(tmp_path, zero_products, monkeypatch):
     """μ = 2 updates per rollout (rollouts at steps 1, 3 and 5) and dynamic sampling: the stop after step 3 falls
     inside a μ cycle (the stored rows and their metrics are in the checkpoint), and the rollout of step 5 needs the
     prompt stream's position (moved by refills) and the rollout counter (which seeds the sampler)."""
-    config = _rl_config(start, seed=3, steps=6, updates_per_rollout=2, dynamic_sampling=True)
+    config = _rl_config(zero_products, seed=3, steps=6, updates_per_rollout=2, dynamic_sampling=True)
     config.eval.every, config.checkpoint.every = 0, 10
     _trainer(config, tmp_path / "straight").run()
 

@@ -5,6 +5,8 @@ fixed dataset of `config.data` (e.g. the teacher's curated responses, off-policy
 On-policy rows are a prompt followed by the student's completion (`rl/rows.py`, the RL rollout's layout), the loss
 mask on the completion tokens the student chose; prompts come from a query–verifier set (`prompts`, no rewards) and
 alternate between the `modes` ("think": the template's generation prompt; "no_think": with its empty think block).
+With `thinking_budget` (-1: none) a sample whose thinking reaches the budget gets SPEC §4's stop-thinking text
+forced in, as at inference; the forced tokens are not trained.
 
 State (checkpointed with the train state): the batch counter (which seeds both the on/off choice and the sampler),
 the prompt stream's position and the fixed dataset's position, so a resumed run draws exactly the same batches.
@@ -23,6 +25,7 @@ from qwen3jax.data.verifiable import load_verifiable
 from qwen3jax.rl.rows import rollout_rows
 from qwen3jax.rl.source import PromptStream
 from qwen3jax.sample import generate
+from qwen3jax.sample.budget import ThinkingTokens
 from qwen3jax.train.batch import TOKEN_FIELDS
 from qwen3jax.train.batch_sources import SOURCES, PackedSource
 from qwen3jax.train.evals import chat_prompt_ids
@@ -45,14 +48,20 @@ def mode_prompt_ids(tokenizer, records: Sequence[dict[str, Any]], modes: Sequenc
     return [chat_prompt_ids(tokenizer, r, MODES[modes[(offset + i) % len(modes)]]) for i, r in enumerate(records)]
 
 
-def completion_rows(model, tokenizer, prompt_ids, *, seq_len: int, max_new_tokens: int, seed: int = 0, **decoding):
+def completion_rows(model, tokenizer, prompt_ids, *, seq_len: int, max_new_tokens: int, seed: int = 0,
+                    thinking_budget: int | None = None, **decoding):
     """(rows with the packed fields, completion lengths, truncated flags) of the model's completions of
-    `prompt_ids`, trained on every completion token."""
+    `prompt_ids`, trained on every completion token the model chose: with a `thinking_budget` (SPEC §4), the
+    stop-thinking text forced into a think block that reaches it is in the row (the teacher scores what follows
+    it) but not trained."""
     stop_ids = tuple(tokenizer.token_to_id(t) for t in ("<|im_end|>", "<|endoftext|>"))
+    budget = {} if thinking_budget is None else {"thinking_budget": thinking_budget,
+                                                  "thinking": ThinkingTokens.from_tokenizer(tokenizer)}  # fmt: skip
     result = generate(model, prompt_ids, max_new_tokens=max_new_tokens, stop_ids=stop_ids,
-                      vocab_limit=tokenizer.vocab_size, seed=seed, **decoding)  # fmt: skip
-    n, zeros = len(prompt_ids), [np.zeros(len(c)) for c in result.tokens]  # no sampling log-probs, nothing forced
-    rows = rollout_rows(prompt_ids, result.tokens, zeros, zeros, np.zeros(n), np.ones(n, bool), seq_len=seq_len)
+                      vocab_limit=tokenizer.vocab_size, seed=seed, **budget, **decoding)  # fmt: skip
+    n, zeros = len(prompt_ids), [np.zeros(len(c)) for c in result.tokens]  # no sampling log-probs
+    rows = rollout_rows(prompt_ids, result.tokens, zeros, result.forced, np.zeros(n), np.ones(n, bool),
+                        seq_len=seq_len)  # fmt: skip
     lengths = np.array([len(c) for c in result.tokens])
     return {k: rows[k] for k in TOKEN_FIELDS}, lengths, np.array([r == "length" for r in result.finish_reason])
 
@@ -70,6 +79,7 @@ class DistillSource:
         temperature: float = 1.0,
         top_p: float = 1.0,
         top_k: int = 0,
+        thinking_budget: int = -1,
     ):
         c = trainer.config
         if not 0.0 <= lmbda <= 1.0:
@@ -79,9 +89,13 @@ class DistillSource:
             raise ValueError(f"batch_source.modes must be a non-empty list of {sorted(MODES)}, got {modes}")
         if max_new_tokens < 1 or temperature <= 0:
             raise ValueError("batch_source.max_new_tokens must be >= 1 and temperature > 0 (the student samples)")
+        if thinking_budget < -1:
+            raise ValueError(f"batch_source.thinking_budget must be >= 0 thinking tokens, or -1 for none; got "
+                             f"{thinking_budget}")  # fmt: skip
         self._trainer, self._layout, self.tokenizer = trainer, trainer.layout, trainer.tokenizer
         self.lmbda, self.modes, self.max_new_tokens = lmbda, modes, max_new_tokens
-        self._decoding = dict(temperature=temperature, top_p=top_p if top_p < 1 else None, top_k=top_k or None)
+        self._decoding = dict(temperature=temperature, top_p=top_p if top_p < 1 else None, top_k=top_k or None,
+                              thinking_budget=None if thinking_budget == -1 else thinking_budget)  # fmt: skip
         self._stream = PromptStream(load_verifiable(prompts, "train"), seed=c.seed) if lmbda > 0 else None
         self._fixed = PackedSource(trainer) if lmbda < 1 else None
         self._seed, self._batches = c.seed, 0
