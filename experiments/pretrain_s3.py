@@ -14,6 +14,8 @@ def get_config(arg: str = ""):
     config.data = s3_config()
     config.init_from = "runs/pretrain_s2"
     config.model.rope_theta = 1_000_000.0  # ABF
+    # The loss at positions the earlier stages never trained (beyond their sequence length): S3's own measure.
+    config.eval.long_from = config.seq_len
     config.seq_len = config.seq_len * 4 if tiny else 32_768
     config.global_batch = 4 if tiny else 64
     config.micro_batches = 1 if tiny else 0  # 0: one 32K sequence per batch shard per micro-batch, whatever the mesh

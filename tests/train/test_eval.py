@@ -24,7 +24,7 @@ def _log_softmax(logits):
 
 def test_eval_loss_and_bits_per_byte_match_numpy(tmp_path):
     # A large init spreads the logits, so a wrong target or mask changes the loss (near-uniform logits would not).
-    config = tiny_config(**{"eval.batches": 2, "model.init_std": 0.5})
+    config = tiny_config(**{"eval.batches": 2, "model.init_std": 0.5, "eval.long_from": 20})
     trainer = Trainer(config, tmp_path)
     state = trainer.init_state()
     trainer.source = trainer.batch_source()
@@ -34,7 +34,7 @@ def test_eval_loss_and_bits_per_byte_match_numpy(tmp_path):
 
     byte_lengths = configured_tokenizer_for(config).token_byte_lengths
     model = state.model()
-    nats, targets, num_bytes = 0.0, 0, 0
+    nats, targets, num_bytes, long_nats, long_targets = 0.0, 0, 0, 0.0, 0
     for _, batch in zip(range(config.eval.batches), trainer.source.eval_batches()):
         tokens, segments, mask = (np.asarray(batch[k]) for k in ("tokens", "segment_ids", "loss_mask"))
         log_probs = _log_softmax(np.asarray(model(tokens, batch["positions"], segments)))
@@ -44,10 +44,15 @@ def test_eval_loss_and_bits_per_byte_match_numpy(tmp_path):
         picked = np.take_along_axis(log_probs[:, :-1], next_tokens[..., None], -1)[..., 0]
         nats -= picked[valid].sum()
         targets += valid.sum()
+        long = valid & (np.asarray(batch["positions"])[:, 1:] >= 20)  # the predicted token's document position
+        long_nats -= picked[long].sum()
+        long_targets += long.sum()
         num_bytes += byte_lengths[next_tokens[valid]].sum()
     assert result["eval/tokens"] == targets
     np.testing.assert_allclose(result["eval/loss"], nats / targets, rtol=1e-5)
     np.testing.assert_allclose(result["eval/bpb"], nats / math.log(2) / num_bytes, rtol=1e-5)
+    assert result["eval/tokens_long"] == long_targets and 0 < long_targets < targets
+    np.testing.assert_allclose(result["eval/loss_long"], long_nats / long_targets, rtol=1e-5)
     assert abs(result["eval/loss"] - math.log(config.model.vocab_size)) > 0.5  # logits far from uniform
 
 

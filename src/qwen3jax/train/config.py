@@ -82,8 +82,8 @@ def pretrain_config(stage: str, variant: str, reason: str) -> ml_collections.Con
     )
     c.checkpoint = ml_collections.ConfigDict({"every": 100 if tiny else 1000, "keep": 3, "async_save": True})
     c.eval = ml_collections.ConfigDict(
-        {"name": "held_out_loss", "every": 50 if tiny else 1000, "batches": 4 if tiny else 50}
-    )  # name: train.evals.EVALS
+        {"name": "held_out_loss", "every": 50 if tiny else 1000, "batches": 4 if tiny else 50, "long_from": 0}
+    )  # name: train.evals.EVALS; long_from > 0: also the loss at document positions >= it (`eval/loss_long`)
     c.log_every = 10 if tiny else 50
     c.hardware = ml_collections.ConfigDict({"peak_flops": 0.0})  # per device; 0 = known table or measured (CPU)
     c.samples = ml_collections.ConfigDict(

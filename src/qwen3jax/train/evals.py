@@ -48,10 +48,15 @@ class EvalError(RuntimeError):
 class HeldOutLoss:
     """Mean masked next-token cross-entropy over the first `eval.batches` held-out batches of the batch source, in
     nats per token (`eval/loss`) and in bits per UTF-8 byte of the predicted text (`eval/bpb`: total nats / ln 2 /
-    bytes, comparable across tokenizers and vocabulary sizes)."""
+    bytes, comparable across tokenizers and vocabulary sizes).
+
+    With `eval.long_from` > 0 it also reports `eval/loss_long`: the loss on the targets at document positions at or
+    beyond it (a long-context stage sets its predecessor's sequence length, so this is the loss where the model
+    had never been trained before the stage)."""
 
     def __init__(self, trainer: Trainer):
         self._trainer = trainer
+        self._long_from = int(trainer.config.eval.get("long_from", 0))
         self._step = None
 
     def _compiled(self, state: TrainState):
@@ -67,22 +72,28 @@ class HeldOutLoss:
                 hidden = model(batch["tokens"], batch["positions"], batch["segment_ids"], head=False)
                 scores, targets, valid = next_token_scores(model, hidden, batch, vocab_slices)
                 target_bytes = jnp.sum(jnp.where(valid, token_bytes[targets], 0))
-                return jnp.sum(scores.ce * valid), jnp.sum(valid), target_bytes
+                # position t's target is the document's token at position t + 1
+                long = valid & (batch["positions"] + 1 >= self._long_from)
+                return jnp.sum(scores.ce * valid), jnp.sum(valid), target_bytes, jnp.sum(scores.ce * long), jnp.sum(long)
 
             self._step = jax.jit(eval_step)
         return self._step
 
     def __call__(self, state: TrainState) -> dict[str, float]:
         step = self._compiled(state)
-        total, count, num_bytes = 0.0, 0.0, 0.0
+        sums = np.zeros(5)  # nats, targets, bytes, nats and targets beyond long_from
         for i, batch in enumerate(self._trainer.source.eval_batches()):
             if i >= self._trainer.config.eval.batches:
                 break
-            s, n, b = step(state.params, batch)
-            total, count, num_bytes = total + float(s), count + float(n), num_bytes + float(b)
+            sums += np.array([float(x) for x in step(state.params, batch)])
+        total, count, num_bytes, long_total, long_count = sums.tolist()
         if not count:
             raise EvalError("the eval split yielded no target tokens; check the data config's held-out sources")
-        return {"eval/loss": total / count, "eval/bpb": total / math.log(2) / max(num_bytes, 1.0), "eval/tokens": count}
+        result = {"eval/loss": total / count, "eval/bpb": total / math.log(2) / max(num_bytes, 1.0), "eval/tokens": count}
+        if self._long_from:
+            result["eval/loss_long"] = long_total / long_count if long_count else float("nan")
+            result["eval/tokens_long"] = long_count
+        return result
 
 
 def chat_prompt_ids(tokenizer, record: dict[str, Any], thinking: bool, tools: list[dict] | None = None) -> list[int]:
