@@ -1,7 +1,9 @@
 """Compiling for real TPU slices from this CPU machine (qwen3jax.aot): slice names against gcloud's documented
-shapes, the compiled-program cost walker against formulas, and — when the TPU compiler (libtpu) is installed — a
+shapes, every documented full-size run's defaults against its slice, the compiled-program cost walker against
+formulas, and — when the TPU compiler (libtpu) is installed — a
 dense and an MoE train step compiled for TPU slices, a step that does not fit, and a mesh that does not match."""
 
+import importlib
 import importlib.util
 import json
 import os
@@ -12,8 +14,12 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from qwen3jax.aot import documented
+from qwen3jax.model import ModelConfig
+from qwen3jax.parallel.mesh import mesh_shape_from
 from qwen3jax.parallel.topology import CHIPS, default_grid, parse_slice
 from qwen3jax.train.aot import parse_out_of_memory
+from qwen3jax.train.loop import resolve_micro_batches
 from qwen3jax.train.hlo_cost import program_cost
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -48,6 +54,25 @@ def test_slice_names_count_tensorcores_where_gcloud_does_and_bad_names_are_one_c
         with pytest.raises(ValueError, match=message):
             parse_slice(bad)
     assert default_grid(2048, 3) == (8, 16, 16) and CHIPS["v5p"].hbm_bytes == 95 * 2**30
+
+
+@pytest.mark.parametrize("experiment,preset,topology", documented())
+def test_every_documented_full_size_run_divides_its_slice(experiment, preset, topology):
+    """The defaults of each documented (experiment, preset, slice) — the README's AOT table — lay a mesh over
+    exactly the slice's chips (one JAX device per chip on v5e and v5p) and cut the global batch into micro-batches
+    of whole sequences on every batch shard; the compiles of that table check the memory."""
+    config = importlib.import_module(f"experiments.{experiment}").get_config(preset)
+    assert config.hardware.slice == topology  # the slice `python -m qwen3jax.aot` compiles for by default
+    mesh = mesh_shape_from(dict(config.mesh), parse_slice(topology).chips)
+    micro_batches = resolve_micro_batches(config.global_batch, config.micro_batches, mesh)
+    batch_shards = mesh["data"] * mesh["fsdp"] * mesh["expert"]
+    sequences_per_shard = config.global_batch // (micro_batches * batch_shards)
+    assert sequences_per_shard >= 1 and micro_batches * batch_shards * sequences_per_shard == config.global_batch
+    model = ModelConfig.from_dict(config.model.to_dict())
+    if model.is_moe:  # every expert rank holds the same number of whole experts
+        assert mesh["expert"] > 1 and model.num_experts % mesh["expert"] == 0
+    if experiment == "pretrain_s3":  # each 32K sequence split over the context axis (model/context_parallel.py)
+        assert mesh["context"] > 1 and config.seq_len % mesh["context"] == 0
 
 
 def _scanned_matmuls(w_LDD, x_BD):
