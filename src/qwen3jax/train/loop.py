@@ -93,8 +93,10 @@ def _config_snapshot(workdir: pathlib.Path, config: ml_collections.ConfigDict, *
                 f"{workdir} holds a run with a different config (differs at: {', '.join(diff[:8])}). Resume it with "
                 f"the same settings, or pass another WORKDIR / --workdir; nothing was changed."
             )
-    if write:
-        path.write_text(json.dumps(current, indent=2, sort_keys=True))
+    if write:  # whole or not at all: the other processes of a run read it at the same moment (the check above)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps(current, indent=2, sort_keys=True))
+        partial.replace(path)
 
 
 def _lookup(config: ml_collections.ConfigDict, dotted: str):
