@@ -16,7 +16,7 @@ import pytest
 
 from qwen3jax.aot import documented
 from qwen3jax.model import ModelConfig
-from qwen3jax.parallel.mesh import mesh_shape_from
+from qwen3jax.parallel.mesh import make_mesh, mesh_shape_from
 from qwen3jax.parallel.topology import CHIPS, default_grid, parse_slice
 from qwen3jax.train.aot import parse_out_of_memory
 from qwen3jax.train.loop import resolve_micro_batches
@@ -60,7 +60,8 @@ def test_slice_names_count_tensorcores_where_gcloud_does_and_bad_names_are_one_c
 def test_every_documented_full_size_run_divides_its_slice(experiment, preset, topology):
     """The defaults of each documented (experiment, preset, slice) — the README's AOT table — lay a mesh over
     exactly the slice's chips (one JAX device per chip on v5e and v5p) and cut the global batch into micro-batches
-    of whole sequences on every batch shard; the compiles of that table check the memory."""
+    of whole sequences on every batch shard, and (with libtpu) the mesh can be laid on the slice's chip torus; the
+    compiles of that table check the memory."""
     config = importlib.import_module(f"experiments.{experiment}").get_config(preset)
     assert config.hardware.slice == topology  # the slice `python -m qwen3jax.aot` compiles for by default
     mesh = mesh_shape_from(dict(config.mesh), parse_slice(topology).chips)
@@ -73,6 +74,10 @@ def test_every_documented_full_size_run_divides_its_slice(experiment, preset, to
         assert mesh["expert"] > 1 and model.num_experts % mesh["expert"] == 0
     if experiment == "pretrain_s3":  # each 32K sequence split over the context axis (model/context_parallel.py)
         assert mesh["context"] > 1 and config.seq_len % mesh["context"] == 0
+    if importlib.util.find_spec("libtpu") is not None:  # and the mesh maps onto the slice's physical torus
+        from qwen3jax.parallel.topology import topology_devices
+
+        assert dict(make_mesh(dict(config.mesh), topology_devices(parse_slice(topology))).shape) == mesh
 
 
 def _scanned_matmuls(w_LDD, x_BD):

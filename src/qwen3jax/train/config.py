@@ -34,7 +34,9 @@ FULL_SIZE_PLANS = {
     "qwen3_1_7b": SlicePlan("v5litepod-16", micro_batches=32),
     "qwen3_8b": SlicePlan("v5p-64", micro_batches=8),  # 32 chips: 2 sequences per chip per micro-batch
     "qwen3_32b": SlicePlan("v5p-256", micro_batches=4),  # 128 chips: 4 sequences per chip per step
-    "qwen3_30b_a3b": SlicePlan("v5p-128", micro_batches=8, expert=8),
+    # v5p-128 is a 4x4x4 chip torus: mesh axes must be products of its sides (8 is not), so 16 expert ranks (8
+    # experts each) x 4 fsdp.
+    "qwen3_30b_a3b": SlicePlan("v5p-128", micro_batches=8, expert=16),
     "qwen3_235b_a22b": SlicePlan("v5p-512", micro_batches=2, expert=8),  # 256 chips: 2 sequences per chip per step
 }
 # Presets without a documented slice (4B, 14B): 64 sequences per micro-batch.
