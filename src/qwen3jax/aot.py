@@ -27,7 +27,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment file[:variant]", lock_config=True)
-_TOPOLOGY = flags.DEFINE_string("topology", None, "TPU slice: gcloud accelerator type (v5p-64) or grid (v5p:4x4x2)")
+_TOPOLOGY = flags.DEFINE_string("topology", None, "TPU slice: gcloud accelerator type (v5p-64) or grid (v5p:4x4x2); "
+                                "default: the slice the config is planned for (config.hardware.slice)")
 _REPORT = flags.DEFINE_string("report", None, "write the report as JSON to this file")
 _TABLE = flags.DEFINE_bool("table", False, "compile every documented (experiment, preset, slice) and print a table")
 _TABLE_DIR = flags.DEFINE_string("table_dir", "aot_reports", "--table: one JSON report per row (kept: rerun skips)")
@@ -36,18 +37,15 @@ _REDO = flags.DEFINE_bool("redo", False, "--table: compile rows again even when 
 
 NO_FIT_EXIT = 3
 
-# The slice each full-size experiment variant is documented to train on (README table: `--table`). Stage 2 has
-# stage 1's shapes (same program), so it is not listed twice. Slices are gcloud accelerator types.
-DOCUMENTED = (
-    ("pretrain_s1", "qwen3_0_6b", "v5litepod-16"),
-    ("pretrain_s1", "qwen3_1_7b", "v5litepod-16"),
-    ("pretrain_s1", "qwen3_8b", "v5p-64"),
-    ("pretrain_s1", "qwen3_32b", "v5p-256"),
-    ("pretrain_s1", "qwen3_30b_a3b", "v5p-128"),
-    ("pretrain_s1", "qwen3_235b_a22b", "v5p-512"),
-    ("pretrain_s3", "qwen3_0_6b", "v5litepod-16"),
-    ("pretrain_s3", "qwen3_8b", "v5p-64"),
-)
+
+def documented() -> list[tuple[str, str, str]]:
+    """Every documented full-size run as (experiment, preset, slice): stage 1 of each planned preset on the slice
+    its defaults are made for (train/config.py FULL_SIZE_PLANS; README table: `--table`), and stage 3's 32K context
+    on two of them. Stage 2 has stage 1's shapes (same program), so it is not listed twice."""
+    from qwen3jax.train.config import FULL_SIZE_PLANS  # imports jax: only once main has chosen the platform
+
+    stage3 = [("pretrain_s3", p, FULL_SIZE_PLANS[p].slice) for p in ("qwen3_0_6b", "qwen3_8b")]
+    return [("pretrain_s1", preset, plan.slice) for preset, plan in FULL_SIZE_PLANS.items()] + stage3
 
 
 def main(argv) -> None:
@@ -55,9 +53,11 @@ def main(argv) -> None:
     if _TABLE.value:
         print(table())
         return
-    if _CONFIG.value is None or not _TOPOLOGY.value:
-        fail("give --config=experiments/<exp>.py[:<preset>] and --topology=<slice>, or --table")
-    report = compile_report(_CONFIG.value, _TOPOLOGY.value)
+    topology = _TOPOLOGY.value or (_CONFIG.value.hardware.slice if _CONFIG.value is not None else "")
+    if _CONFIG.value is None or not topology:
+        fail("give --config=experiments/<exp>.py[:<preset>] and --topology=<slice> (a preset without a planned "
+             "slice), or --table")
+    report = compile_report(_CONFIG.value, topology)
     print(summary(report))
     if _REPORT.value:
         pathlib.Path(_REPORT.value).write_text(json.dumps(report, indent=2))
@@ -110,11 +110,11 @@ def summary(r: dict) -> str:
 
 
 def table() -> str:
-    """Compile every DOCUMENTED row in its own process (kept as JSON under --table_dir) → a Markdown table."""
+    """Compile every documented row in its own process (kept as JSON under --table_dir) → a Markdown table."""
     out = pathlib.Path(_TABLE_DIR.value)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for experiment, preset, topology in DOCUMENTED:
+    for experiment, preset, topology in documented():
         name = f"{experiment}:{preset}@{topology}"
         if _ONLY.value and not re.search(_ONLY.value, name):
             continue

@@ -220,8 +220,10 @@ class ModelConfig:
         """Training FLOPs per token (forward + backward = 3x forward), matmuls only, causal attention halved."""
         # Matmul weights: every layer weight plus the LM head. The embedding lookup is a gather, not a matmul, so an
         # untied model's input embedding does not count; a tied one multiplies its table once (as the head).
+        # Norm weights (RMSNorm, QK-norm) scale elementwise: no matmul either.
         untied_embedding = 0 if self.tie_word_embeddings else self.vocab_size * self.hidden_size
-        matmul_params = self.param_counts()["active"] - untied_embedding
+        norm_weights = self.num_layers * (2 * self.hidden_size + 2 * self.head_dim) + self.hidden_size
+        matmul_params = self.param_counts()["active"] - untied_embedding - norm_weights
         attention = 2 * self.num_layers * seq_len * self.num_heads * self.head_dim  # QK^T and PV, causal half of 4
         return 3.0 * (2.0 * matmul_params + attention)
 

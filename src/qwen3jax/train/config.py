@@ -4,6 +4,7 @@ differs). Every field exists in the returned ConfigDict, so any of them can be o
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import ml_collections
@@ -14,6 +15,32 @@ from qwen3jax.model import ModelConfig
 # corpus; accelerators get the full-size default named by the experiment.
 TINY = "tiny"
 TARGET_BACKEND_ENV = "QWEN3JAX_TARGET_BACKEND"
+
+
+@dataclasses.dataclass(frozen=True)
+class SlicePlan:
+    """The TPU slice a full-size preset's pretraining defaults are made for, and how its 512 x 4K batch is cut to fit
+    that slice's HBM. Each plan is compiled for its slice ahead of time (`python -m qwen3jax.aot --table`: the README
+    table says what each needs per chip)."""
+
+    slice: str  # gcloud accelerator type (parallel/topology.py)
+    micro_batches: int  # of stage 1's global batch: sequences per batch shard per micro-batch = 512 / (this x shards)
+    expert: int = 1  # the `expert` mesh axis (MoE); `fsdp` takes the rest of the slice
+
+
+FULL_SIZE_PLANS = {
+    # 16 v5e chips of 16 GiB: one 4K sequence per chip per micro-batch (4 were 20 GB: activations, fp32 logit slices).
+    "qwen3_0_6b": SlicePlan("v5litepod-16", micro_batches=32),
+    "qwen3_1_7b": SlicePlan("v5litepod-16", micro_batches=32),
+    "qwen3_8b": SlicePlan("v5p-64", micro_batches=8),  # 32 chips: 2 sequences per chip per micro-batch
+    "qwen3_32b": SlicePlan("v5p-256", micro_batches=4),  # 128 chips: 4 sequences per chip per step
+    # v5p-128 is a 4x4x4 chip torus: mesh axes must be products of its sides (8 is not), so 16 expert ranks (8
+    # experts each) x 4 fsdp.
+    "qwen3_30b_a3b": SlicePlan("v5p-128", micro_batches=8, expert=16),
+    "qwen3_235b_a22b": SlicePlan("v5p-512", micro_batches=2, expert=8),  # 256 chips: 2 sequences per chip per step
+}
+# Presets without a documented slice (4B, 14B): 64 sequences per micro-batch.
+UNPLANNED = SlicePlan("", micro_batches=8)
 
 
 def choose_variant(arg: str, full_size_default: str) -> tuple[str, str]:
@@ -45,14 +72,14 @@ def pretrain_config(stage: str, variant: str, reason: str) -> ml_collections.Con
                               moe_kernel="ragged" if model.is_moe else model.moe_kernel,
                               moe_expert_exchange="auto" if model.is_moe else "none")  # fmt: skip
     c.model = ml_collections.ConfigDict(model.to_dict())
+    plan = FULL_SIZE_PLANS.get(variant, UNPLANNED)
     c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "expert": 1, "context": 1, "tensor": 1})
     if not tiny:  # pods: shard weights (ZeRO-3) over every device; MoE experts additionally over an expert axis
         c.mesh.data, c.mesh.fsdp = 1, -1
-        if model.is_moe:
-            c.mesh.expert = 8
+        c.mesh.expert = plan.expert if model.is_moe else 1
     c.seq_len = 256 if tiny else 4096
     c.global_batch = 16 if tiny else 512
-    c.micro_batches = 1 if tiny else 8  # 64 sequences of 4K per micro-batch; 0: one sequence per batch shard
+    c.micro_batches = 1 if tiny else plan.micro_batches  # 0: one sequence per batch shard per micro-batch
     c.steps = 300 if tiny else 100_000
     c.seed = 0
     c.init_from = ""  # run dir, checkpoints dir, checkpoint step dir, native checkpoint or HF folder
@@ -85,7 +112,9 @@ def pretrain_config(stage: str, variant: str, reason: str) -> ml_collections.Con
         {"name": "held_out_loss", "every": 50 if tiny else 1000, "batches": 4 if tiny else 50, "long_from": 0}
     )  # name: train.evals.EVALS; long_from > 0: also the loss at document positions >= it (`eval/loss_long`)
     c.log_every = 10 if tiny else 50
-    c.hardware = ml_collections.ConfigDict({"peak_flops": 0.0})  # per device; 0 = known table or measured (CPU)
+    # peak_flops per device (0: known table or measured on CPU); slice: what the defaults are planned for (`aot`'s
+    # default --topology)
+    c.hardware = ml_collections.ConfigDict({"peak_flops": 0.0, "slice": "" if tiny else plan.slice})
     c.samples = ml_collections.ConfigDict(
         {
             "name": "text",  # train.evals.SAMPLES: text continuations | chat replies in both thinking modes
@@ -126,6 +155,7 @@ def sft_config(
     c.loss.name, c.loss.z_loss = "sft", 0.0
     c.steps = 150 if tiny else 1_000
     c.global_batch = 16 if tiny else 128
+    c.micro_batches = 1 if tiny else 0  # one sequence per batch shard per micro-batch: fits every planned slice
     c.optim.peak_lr = 1e-3 if tiny else 1e-5
     c.optim.warmup_steps = 10 if tiny else 50
     c.optim.end_lr_ratio = 0.1

@@ -20,6 +20,8 @@ import math
 import re
 from typing import NamedTuple
 
+import numpy as np
+
 _HEADER = re.compile(r"^(ENTRY )?%?([\w.\-]+) \(.*\) -> .* \{$")
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (.*)$")
 _ARRAY = re.compile(r"\b(pred|s4|u4|s8|u8|s16|u16|s32|u32|s64|u64|f8\w*|bf16|f16|f32|f64|c64|c128)\[([\d,]*)\]")
@@ -126,13 +128,43 @@ def _own_flops(ins: _Instruction, shapes: dict[str, str]) -> float:
         k = math.prod(lhs[int(i)] for i in contracting.group(1).split(",") if i) if contracting and lhs else 1
         return 2.0 * out * k
     if ins.opcode == "convolution":
-        labels = re.search(r"dim_labels=\w*_(\w+)->", ins.attributes)
-        rhs = _dims(shapes.get(ins.operands[1], ""))
-        if not labels or len(labels.group(1)) != len(rhs):
+        labels = re.search(r"dim_labels=(\w+)_(\w+)->(\w+)", ins.attributes)
+        lhs, rhs, result = (_dims(shapes.get(ins.operands[0], "")), _dims(shapes.get(ins.operands[1], "")),
+                            _dims(ins.shape))  # fmt: skip
+        if not labels or [len(g) for g in labels.groups()] != [len(lhs), len(rhs), len(result)]:
             return 0.0
-        # Each output element sums over the kernel's input features and window (every label but `o`).
-        return 2.0 * out * math.prod(n for label, n in zip(labels.group(1), rhs) if label != "o")
+        lhs_of, rhs_of, out_of = (dict(zip(g, d)) for g, d in zip(labels.groups(), (lhs, rhs, result)))
+        spatial = sorted(label for label in rhs_of if label.isdigit())
+        window = _window(ins.attributes, len(spatial))
+        # Each output element sums over the kernel's input features and the window taps that land on the input:
+        # the TPU compiler writes batched matmuls as convolutions whose padded window mostly reads padding (a
+        # window of 16 over a 1-wide input, padded by 15 on each side, is one product per output, not 16).
+        taps = math.prod(_valid_taps(lhs_of[d], out_of[d], rhs_of[d], *window[i]) / out_of[d] for i, d in enumerate(spatial))
+        return 2.0 * out * rhs_of["i"] * taps
     return 0.0
+
+
+def _window(attributes: str, rank: int) -> list[tuple[int, int, int, int, int]]:
+    """(pad_low, pad_high, stride, lhs_dilation, rhs_dilation) per spatial dimension of a convolution."""
+    found = re.search(r"window=\{([^}]*)\}", attributes)
+    fields = dict(re.findall(r"(\w+)=(\S+)", found.group(1))) if found else {}
+
+    def per_dim(name: str, default: str) -> list[str]:
+        return fields[name].split("x") if name in fields else [default] * rank
+
+    pads = [tuple(int(n) for n in p.split("_")) for p in per_dim("pad", "0_0")]
+    strides, lhs_dilate, rhs_dilate = (list(map(int, per_dim(k, "1"))) for k in ("stride", "lhs_dilate", "rhs_dilate"))
+    return [(*pads[i], strides[i], lhs_dilate[i], rhs_dilate[i]) for i in range(rank)]
+
+
+def _valid_taps(size: int, out: int, window: int, pad_low: int, pad_high: int, stride: int, lhs_dilation: int,
+                rhs_dilation: int) -> int:  # fmt: skip
+    """How many (output position, window tap) pairs of one spatial dimension read an input element, not padding
+    or the holes of a dilated input."""
+    del pad_high  # implied by the output size
+    o = np.arange(out)[:, None]
+    x = o * stride + np.arange(window)[None, :] * rhs_dilation - pad_low  # position in the dilated input
+    return int(np.count_nonzero((x >= 0) & (x <= (size - 1) * lhs_dilation) & (x % lhs_dilation == 0)))
 
 
 def _calls(ins: _Instruction, computations: dict[str, list[_Instruction]], unknown: list[int]) -> list[tuple[str, float, bool]]:

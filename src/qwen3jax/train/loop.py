@@ -93,8 +93,10 @@ def _config_snapshot(workdir: pathlib.Path, config: ml_collections.ConfigDict, *
                 f"{workdir} holds a run with a different config (differs at: {', '.join(diff[:8])}). Resume it with "
                 f"the same settings, or pass another WORKDIR / --workdir; nothing was changed."
             )
-    if write:
-        path.write_text(json.dumps(current, indent=2, sort_keys=True))
+    if write:  # whole or not at all: the other processes of a run read it at the same moment (the check above)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps(current, indent=2, sort_keys=True))
+        partial.replace(path)
 
 
 def _lookup(config: ml_collections.ConfigDict, dotted: str):
@@ -137,16 +139,8 @@ class Trainer:
             raise ValueError(f"config.micro_batches must be >= 1, or 0 for one sequence per batch shard per "
                              f"micro-batch; got {config.micro_batches}")  # fmt: skip
         self.mesh = make_mesh(dict(config.mesh), devices)
-        batch_shards = math.prod(self.mesh.shape[a] for a in ("data", "fsdp", "expert"))
-        # 0: as many micro-batches as the mesh allows (the least memory per device), e.g. for 32K-token sequences.
-        self.micro_batches = config.micro_batches or max(config.global_batch // batch_shards, 1)
+        self.micro_batches = resolve_micro_batches(config.global_batch, config.micro_batches, dict(self.mesh.shape))
         per_micro = config.global_batch // self.micro_batches
-        if config.global_batch % self.micro_batches or per_micro % batch_shards:
-            raise ValueError(
-                f"global_batch={config.global_batch} / micro_batches={self.micro_batches} must be a multiple of the "
-                f"{batch_shards} batch shards of the mesh (data × fsdp × expert), or every device would compute "
-                f"the whole batch; micro_batches=0 picks the most that fit"
-            )
         if config.global_batch % jax.process_count():
             raise ValueError(f"global_batch={config.global_batch} must split evenly over {jax.process_count()} processes")
         check_optimizer_settings(config.optim)
@@ -387,6 +381,21 @@ class Trainer:
         if self.primary:
             (self.workdir / "samples.txt").write_text(text)
             self.log("samples:\n" + text)
+
+
+def resolve_micro_batches(global_batch: int, micro_batches: int, mesh_shape: dict[str, int]) -> int:
+    """The number of micro-batches a step accumulates: `micro_batches`, or for 0 as many as the mesh allows (one
+    sequence per batch shard each: the least memory per device, e.g. for 32K-token sequences). Each micro-batch must
+    split evenly over the batch shards (data x fsdp x expert), or every device would compute the whole batch."""
+    batch_shards = math.prod(mesh_shape[a] for a in ("data", "fsdp", "expert"))
+    resolved = micro_batches or max(global_batch // batch_shards, 1)
+    if global_batch % resolved or (global_batch // resolved) % batch_shards:
+        raise ValueError(
+            f"global_batch={global_batch} / micro_batches={resolved} must be a multiple of the {batch_shards} batch "
+            f"shards of the mesh (data × fsdp × expert), or every device would compute the whole batch; "
+            f"micro_batches=0 picks the most that fit"
+        )
+    return resolved
 
 
 def configured_tokenizer_for(config: ml_collections.ConfigDict):
