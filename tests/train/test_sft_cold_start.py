@@ -72,17 +72,18 @@ def test_fusion_sft_teaches_the_think_and_no_think_switches(tmp_path, pretrained
     """Fusion SFT straight from the pretrained model (the switch does not need the cold-start run first): greedy
     replies to 32 held-out prompts, each asked with /think and with /no_think. The pretrained model mostly opens
     an empty block whatever the flag; after fusion the /no_think replies all do and most /think replies start
-    thinking ("<think>\\nWork inside parentheses first, then"). Short of the issue's >= 95% for /think."""
+    thinking ("<think>\\nWork inside parentheses first, then")."""
     config = start_from_it(sft_thinking_fusion.get_config("tiny"), pretrained_tiny)
-    config.steps, config.global_batch, config.log_every = 60, 8, 10
-    config.eval.update(every=60, batches=1, num_prompts=32)
-    config.optim.peak_lr, config.optim.warmup_steps = 3e-3, 5
+    config.steps, config.global_batch, config.log_every = 120, 8, 20
+    config.eval.update(every=120, batches=1, num_prompts=32)
+    config.optim.peak_lr, config.optim.warmup_steps = 6e-3, 5
     run_on_one_device(config, tmp_path)
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     evals = {r["step"]: r for r in rows if "eval/loss" in r}
-    # Measured: /think non-empty 0.38 -> 0.81, /no_think empty 0.78 -> 1.0.
+    # Measured: /think non-empty 0.38 -> 1.0, /no_think empty 0.78 -> 1.0 (60 steps at 3e-3: 0.81 and 1.0; 120 at
+    # 3e-3: 0.91; 200 at 3e-3: 1.0).
     assert evals[0]["eval/think_nonempty_frac"] <= 0.5
-    assert evals[60]["eval/think_nonempty_frac"] >= 0.7 and evals[60]["eval/no_think_empty_frac"] >= 0.95
+    assert evals[120]["eval/think_nonempty_frac"] >= 0.95 and evals[120]["eval/no_think_empty_frac"] >= 0.95
 
 
 @pytest.mark.slow
