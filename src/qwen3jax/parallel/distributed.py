@@ -7,11 +7,10 @@ must be agreed on by all (`any_process`, `all_processes`), or one process waits 
 
 from __future__ import annotations
 
-import glob
-import os
-
 import jax
 import numpy as np
+
+from qwen3jax.platform import on_tpu_vm
 
 
 def initialize(coordinator_address: str = "", num_processes: int = 0, process_id: int = -1) -> None:
@@ -42,11 +41,6 @@ def initialize(coordinator_address: str = "", num_processes: int = 0, process_id
         raise ValueError("--num_processes/--process_id need --coordinator_address (host:port of process 0)")
     elif on_tpu_vm():
         jax.distributed.initialize()
-
-
-def on_tpu_vm() -> bool:
-    """Whether this machine is a TPU VM (or a GKE pod with TPU chips), judged before JAX touches a device."""
-    return bool(os.environ.get("TPU_WORKER_HOSTNAMES") or glob.glob("/dev/accel[0-9]*") or glob.glob("/dev/vfio/[0-9]*"))
 
 
 def any_process(flag: bool) -> bool:

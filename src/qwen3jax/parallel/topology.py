@@ -125,7 +125,7 @@ def topology_devices(tpu_slice: Slice) -> list:
     # prints warnings, which these settings silence. A real TPU VM's own settings are kept. Compiling claims no
     # chip, so several processes may load libtpu at once (parallel tests) instead of the second one failing on
     # libtpu's lock file. The settings are taken back afterwards: left in the environment, they would make this
-    # process and the ones it starts look like a TPU VM (`distributed.on_tpu_vm`).
+    # process and the ones it starts look like a TPU VM (`platform.on_tpu_vm`).
     settings = {"TPU_ACCELERATOR_TYPE": tpu_slice.accelerator_type, "TPU_SKIP_MDS_QUERY": "1",
                 "TPU_WORKER_HOSTNAMES": "localhost", "ALLOW_MULTIPLE_LIBTPU_LOAD": "1"}  # fmt: skip
     added = {key: value for key, value in settings.items() if key not in os.environ}

@@ -49,7 +49,7 @@ def choose_variant(arg: str, full_size_default: str) -> tuple[str, str]:
         return arg, f"asked for {arg!r}"
     import jax
 
-    from qwen3jax.parallel.distributed import on_tpu_vm
+    from qwen3jax.platform import on_tpu_vm
 
     # The backend the run is planned for: `qwen3jax.aot` compiles for TPU slices on a CPU machine. On a TPU VM
     # without asking JAX, which would start it before the slice's processes have joined (parallel/distributed.py).
