@@ -1,7 +1,9 @@
 """RL bench on the model-bench config: rollout throughput — PROMPTS prompts x SAMPLES samples x NEW_TOKENS new
 tokens drawn at temperature 1, as the `rollouts` source samples them — vs HF transformers
 `generate(do_sample=True, num_return_sequences=SAMPLES)` (torch, CPU, KV cache) on the same weights, same run; and
-the share of one RL step (that rollout + one `grpo` update on its rows) spent in the rollout.
+the share of one RL step (that rollout + one `grpo` update on its rows) spent in the rollout, and the rollout
+program's memory (XLA's analysis of the compiled program: it reads the policy's weights in place, in the same
+process and on the same mesh, and its temporaries hold the KV cache plus the decode view's one weight copy).
 
 Neither side stops early (no stop ids; HF `min_new_tokens`), so both generate the same number of tokens; throughput
 is generated tokens per second of the whole call (prefill included), timed in alternation (`alternating`) after
@@ -12,11 +14,14 @@ from __future__ import annotations
 
 import itertools
 
+import jax
 import numpy as np
+from flax import nnx
 
 from qwen3jax.model.bench import BENCH_DENSE, ROUNDS, alternating, timed
 from qwen3jax.rl.rows import rollout_rows
 from qwen3jax.sample import generate
+from qwen3jax.sample.engine import generation_memory
 from qwen3jax.sample.bench import model_and_hf_copy
 from qwen3jax.train.bench import ours_train
 
@@ -54,13 +59,18 @@ def rollout_benchmark() -> dict:
     )  # fmt: skip
     update_s = timed(ours_train(BENCH_DENSE, rows, loss="grpo"), warmup=1, repeats=3)
     tokens = PROMPTS * SAMPLES * NEW_TOKENS
+    memory = generation_memory(model, prompts.tolist(), n=SAMPLES, max_new_tokens=NEW_TOKENS, temperature=1.0)
+    weights = sum(x.nbytes for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
     row = {"rollout_tok_s": tokens / ours_s, "hf_tok_s": tokens / hf_s, "speedup_vs_hf": ratio,
-           "update_s": update_s, "rollout_share": ours_s / (ours_s + update_s)}  # fmt: skip
+           "update_s": update_s, "rollout_share": ours_s / (ours_s + update_s), "weights_mb": weights / 1e6,
+           **{k.replace("_bytes", "_mb"): v / 1e6 for k, v in memory.items()}}  # fmt: skip
     print(
         f"rollout dense {PROMPTS} prompts x {SAMPLES} samples, prompt {PROMPT_LEN}, {NEW_TOKENS} new tokens (T=1): "
         f"ours {row['rollout_tok_s']:,.0f} tok/s, HF generate(num_return_sequences={SAMPLES}) "
         f"{row['hf_tok_s']:,.0f} tok/s, ratio {ratio:.2f}x (target >= {TARGET_SPEEDUP:g}x); one RL step = rollout "
-        f"{ours_s:.2f} s + grpo update {update_s:.2f} s: {row['rollout_share']:.0%} in the rollout",
+        f"{ours_s:.2f} s + grpo update {update_s:.2f} s: {row['rollout_share']:.0%} in the rollout; the rollout "
+        f"program reads the policy's {row['weights_mb']:.0f} MB of weights in place and holds "
+        f"{row['temp_mb']:.0f} MB of temporaries (KV cache, the decode view's weight copy, activations)",
         flush=True,
     )
     return row

@@ -16,6 +16,7 @@ long prompt never exist).
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -224,6 +225,29 @@ def generate(
     A sharded model (`create_model(..., mesh=mesh)` or a loader's `mesh=`) must be called under
     `jax.set_mesh(mesh)`; the KV cache is then laid out like the attention activations.
     """
+    args, static = _program_inputs(
+        model, prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+        presence_penalty=presence_penalty, n=n, stop_ids=stop_ids, thinking_budget=thinking_budget, thinking=thinking,
+        seed=seed, stream=stream, vocab_limit=vocab_limit,
+    )  # fmt: skip
+    out = _generate(*args, static=static)
+    tokens, logprobs, raw, forced, lengths, stopped = jax.device_get(out)
+    lengths = [int(x) for x in lengths]
+    return GenerationResult(
+        tokens=[row[:k].tolist() for row, k in zip(tokens, lengths)],
+        logprobs=[row[:k] for row, k in zip(logprobs, lengths)],
+        raw_logprobs=[row[:k] for row, k in zip(raw, lengths)],
+        forced=[row[:k] for row, k in zip(forced, lengths)],
+        finish_reason=["stop" if s else "length" for s in stopped],
+        lengths=lengths,
+    )
+
+
+def _program_inputs(
+    model: Qwen3, prompts, *, max_new_tokens, temperature, top_k, top_p, presence_penalty, n, stop_ids,
+    thinking_budget, thinking, seed, stream, vocab_limit,
+) -> tuple[tuple, _Static]:
+    """The checked arguments of the compiled generation program for `generate`'s arguments."""
     cfg = model.config
     prompts = _check_prompts(prompts, cfg.vocab_size)
     _check_positive("max_new_tokens", max_new_tokens)
@@ -257,20 +281,25 @@ def generate(
     tables, phase = _budget_tables(thinking_budget, thinking, prompts, cfg.vocab_size)
     graphdef, params = nnx.split(model)
     static = _Static(bucket(max_new_tokens, MIN_GENERATION_BUCKET), n, filters, stream)
-    out = _generate(
+    return (
         graphdef, params, prompts_BP, np.array([len(p) for p in prompts], np.int32), phase, knobs, tables,
-        jax.random.key(seed), static=static,
-    )
-    tokens, logprobs, raw, forced, lengths, stopped = jax.device_get(out)
-    lengths = [int(x) for x in lengths]
-    return GenerationResult(
-        tokens=[row[:k].tolist() for row, k in zip(tokens, lengths)],
-        logprobs=[row[:k] for row, k in zip(logprobs, lengths)],
-        raw_logprobs=[row[:k] for row, k in zip(raw, lengths)],
-        forced=[row[:k] for row, k in zip(forced, lengths)],
-        finish_reason=["stop" if s else "length" for s in stopped],
-        lengths=lengths,
-    )
+        jax.random.key(seed),
+    ), static
+
+
+_GENERATE_DEFAULTS = {
+    name: p.default for name, p in inspect.signature(generate).parameters.items() if p.default is not p.empty
+}
+
+
+def generation_memory(model: Qwen3, prompts: Sequence[Sequence[int]], **settings) -> dict[str, int]:
+    """Bytes of the compiled generation program `generate(model, prompts, **settings)` runs (XLA's memory
+    analysis): its arguments (the weights, read in place), its temporaries (the KV cache, the decode view's
+    re-laid-out weight copies, activations) and its outputs. Compiles, runs nothing."""
+    args, static = _program_inputs(model, prompts, **{**_GENERATE_DEFAULTS, **settings})
+    stats = _generate.lower(*args, static=static).compile().memory_analysis()
+    return {"argument_bytes": int(stats.argument_size_in_bytes), "temp_bytes": int(stats.temp_size_in_bytes),
+            "output_bytes": int(stats.output_size_in_bytes)}  # fmt: skip
 
 
 def _is_int(value) -> bool:
