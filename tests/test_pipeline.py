@@ -24,6 +24,8 @@ STAGE_OVERRIDES = {
     "pretrain_s2": {"seq_len": 64},
     "pretrain_s3": {"seq_len": 256, "eval.every": 1, "eval.batches": 1},  # one stage keeps its eval rows
     "rl_reasoning": {"batch_source.max_new_tokens": 6, "loss.max_tokens": 6},
+    "reward_model": {"seq_len": 128},
+    "rl_general": {"batch_source.max_new_tokens": 6, "loss.max_tokens": 6, "batch_source.dynamic_sampling": False},
 }
 REPO = pathlib.Path(__file__).resolve().parent.parent
 EVAL = pipeline.EvalSettings(tasks=("math_mc", "math"), limit=2, max_new_tokens=6)
@@ -67,6 +69,8 @@ def test_the_shortened_chain_starts_each_stage_from_the_previous_ones_weights(tm
             np.testing.assert_array_equal(weights[key], value, err_msg=f"{name} {key}")
     out = capsys.readouterr().out
     assert f"initialised weights from {root / 'rl_reasoning' / 'checkpoints' / '1'}" in out
+    for name, source in (("judge", "sft_thinking_fusion"), ("reward_model", "reward_model"), ("teacher", "rl_general")):
+        assert f"frozen model {name}: {root / source}\n" in out  # general RL's rewards; the flagship as the teacher
     fusion = json.loads((root / "sft_thinking_fusion" / "config.json").read_text())
     assert fusion["model"]["rope_theta"] == 1e6  # stage 3's RoPE base, not the SFT file's 1e4
 
@@ -76,6 +80,7 @@ def test_the_shortened_chain_starts_each_stage_from_the_previous_ones_weights(tm
     body = {r.split("|")[1].strip(): [c.strip() for c in r.strip("|").split("|")] for r in rows[2:]}
     assert list(body) == list(stages)
     assert body["pretrain_s1"][2] == "2" and body["sft_cold_start"][1:3] == ["pretrain_s3", "1"]
+    assert body["reward_model"][1] == body["rl_general"][1] == "sft_thinking_fusion"
     assert body["pretrain_s3"][4].startswith("loss ") and "→" in body["pretrain_s3"][4]  # eval at steps 0 and 1
     for cells in body.values():
         assert cells[header.index("math_mc")].endswith("/2)") and cells[header.index("math think")].endswith("/2)")

@@ -12,8 +12,7 @@ Then every stage's final checkpoint is evaluated with the harness (`qwen3jax.eva
 `<root>/pipeline.md`: steps, wall time, the stage's own learning metric (first -> last eval), its held-out loss,
 held-out accuracy in thinking and non-thinking mode, and how the replies use the think block.
 
-Not in the chain yet: general RL (SPEC §4 stage 4; no experiment exists), so thinking fusion's model is the final
-flagship model that the distillation stages learn from.
+General RL's model is the final flagship model that the distillation stages learn from.
 """
 
 from __future__ import annotations
@@ -47,7 +46,7 @@ class Stage:
         return EXPERIMENTS / f"{self.name}.py"
 
 
-# The chain, in order. A stage is one row: adding one (general RL, on-policy distillation) is one line here.
+# The chain, in order. A stage is one row: adding one is one line here.
 STAGES = (
     Stage("pretrain_s1", None, ("eval/loss",), keep_model=False),
     Stage("pretrain_s2", "pretrain_s1", ("eval/loss",), keep_model=False),
@@ -58,15 +57,21 @@ STAGES = (
     Stage("sft_cold_start", "pretrain_s3", ("eval/loss", "eval/accuracy")),
     Stage("rl_reasoning", "sft_cold_start", ("eval/accuracy",)),
     Stage("sft_thinking_fusion", "rl_reasoning", ("eval/loss", "eval/think_nonempty_frac", "eval/no_think_empty_frac")),
-    # general RL (SPEC §4 stage 4) would come here, from sft_thinking_fusion: not built yet.
+    # General RL (SPEC §4 stage 4) scores its preference task with a reward model trained on preference pairs from
+    # the fusion model (the chain's model that reads the chat format in both modes), and its QA task with the fusion
+    # model as the frozen judge, as rl_general.py's own defaults name them.
+    Stage("reward_model", "sft_thinking_fusion", ("eval/pairwise_accuracy",)),
+    Stage("rl_general", "sft_thinking_fusion", ("eval/reward_mean",),
+          frozen={"judge": "sft_thinking_fusion", "reward_model": "reward_model"}),  # fmt: skip
     # Strong-to-weak: the student starts from the pretrained base (at tiny scale of the same size: a smaller one
     # would need its own S1-S3). Off-policy at tiny scale trains on the embedded distillation set (the
     # worked-solution teacher in both modes; no tiny teacher writes usable responses); full size on
-    # data/distill.jsonl, which `python -m qwen3jax.posttrain.curate --teacher <root>/sft_thinking_fusion --modes
-    # think,no_think` writes. On-policy then pulls the student towards the flagship (fusion) model on its own samples.
+    # data/distill.jsonl, which `python -m qwen3jax.posttrain.curate --teacher <root>/rl_general --modes
+    # think,no_think` writes. On-policy then pulls the student towards the flagship (general RL) model on its own
+    # samples.
     Stage("distill_off_policy", "pretrain_s3", ("eval/loss", "eval/accuracy")),
     Stage("distill_on_policy", "distill_off_policy", ("eval/kl_heldout", "eval/accuracy"),
-          frozen={"teacher": "sft_thinking_fusion"}),  # fmt: skip
+          frozen={"teacher": "rl_general"}),  # fmt: skip
 )
 
 DEFAULT_TASKS = ("math_mc", "math")  # loglik multiple choice; generation in both modes
