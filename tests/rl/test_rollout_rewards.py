@@ -44,3 +44,39 @@ def test_an_unjudged_completion_is_out_of_the_update_and_counted(monkeypatch):
     assert metrics["reward/judge/masked/unparsable_judge"] == 1 and metrics["masked_frac"] == 0.25
     assert metrics["reward/judge"] == pytest.approx(0.5) and metrics["reward_mean"] == pytest.approx(0.5)
     assert source.report()["masked"] == {"judge:unparsable_judge": 1}
+
+
+def test_the_thinking_budget_reaches_the_sampler_and_its_forced_text_is_not_trained(monkeypatch):
+    """SPEC §4's budget in RL: the source passes `thinking_budget` to the sampler, and the tokens the sampler reports
+    as forced (the stop-thinking text) stay in the row untrained while the policy's own tokens around them train."""
+    tok = default_tokenizer(8192)
+    stop = tok.token_to_id("<|im_end|>")
+    chosen_before, forced_text, chosen_after = tok.encode("<think>\nab"), tok.encode("forced"), tok.encode("x") + [stop]
+    seen = {}
+
+    def fake_generate(model, prompts, *, n, **kwargs):
+        seen.update(kwargs)
+        tokens = [chosen_before + forced_text + chosen_after for _ in prompts for _ in range(n)]
+        forced = [np.array([False] * len(chosen_before) + [True] * len(forced_text) + [False] * len(chosen_after))
+                  for _ in tokens]  # fmt: skip
+        logprobs = [np.full(len(t), -1.0, np.float32) for t in tokens]
+        return GenerationResult(tokens, logprobs, logprobs, forced, ["stop"] * len(tokens), [len(t) for t in tokens])
+
+    monkeypatch.setattr(rollout_source, "generate", fake_generate)
+    config = types.SimpleNamespace(global_batch=4, seed=0, seq_len=256, rewards=[{"name": "format"}])
+    layout = types.SimpleNamespace(to_global=lambda rows: rows)
+    trainer = types.SimpleNamespace(config=config, layout=layout, tokenizer=tok, lend_frozen=None)
+    source = rollout_source.RolloutSource(trainer, prompts="embedded:math", group_size=4, thinking_budget=3,
+                                          dynamic_sampling=False)  # fmt: skip
+    rows = source.next(types.SimpleNamespace(model=lambda: None))
+    assert seen["thinking_budget"] == 3
+    completion = chosen_before + forced_text + chosen_after
+    # (equal rewards: no group signal, so the policy's tokens show in `sampled_mask`, the loss mask before that)
+    for tokens, segments, sampled in zip(rows["tokens"], rows["segment_ids"], rows["sampled_mask"]):
+        length = int(segments.sum())
+        start = length - len(completion)
+        assert tokens[start:length].tolist() == completion
+        expected = [1] * len(chosen_before) + [0] * len(forced_text) + [1] * len(chosen_after)
+        assert sampled[start:length].tolist() == expected and sampled[:start].sum() == 0
+    with pytest.raises(ValueError, match="thinking_budget"):
+        rollout_source.RolloutSource(trainer, prompts="embedded:math", group_size=4, thinking_budget=-2)
