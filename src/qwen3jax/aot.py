@@ -38,16 +38,6 @@ _REDO = flags.DEFINE_bool("redo", False, "--table: compile rows again even when 
 NO_FIT_EXIT = 3
 
 
-def documented() -> list[tuple[str, str, str]]:
-    """Every documented full-size run as (experiment, preset, slice): stage 1 of each planned preset on the slice
-    its defaults are made for (train/config.py FULL_SIZE_PLANS; README table: `--table`), and stage 3's 32K context
-    on two of them. Stage 2 has stage 1's shapes (same program), so it is not listed twice."""
-    from qwen3jax.train.config import FULL_SIZE_PLANS  # imports jax: only once main has chosen the platform
-
-    stage3 = [("pretrain_s3", p, FULL_SIZE_PLANS[p].slice) for p in ("qwen3_0_6b", "qwen3_8b")]
-    return [("pretrain_s1", preset, plan.slice) for preset, plan in FULL_SIZE_PLANS.items()] + stage3
-
-
 def main(argv) -> None:
     del argv
     if _TABLE.value:
@@ -114,7 +104,9 @@ def table() -> str:
     out = pathlib.Path(_TABLE_DIR.value)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for experiment, preset, topology in documented():
+    from qwen3jax.train.config import documented_runs  # imports jax: only once main has chosen the platform
+
+    for experiment, preset, topology in documented_runs():
         name = f"{experiment}:{preset}@{topology}"
         if _ONLY.value and not re.search(_ONLY.value, name):
             continue

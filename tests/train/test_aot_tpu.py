@@ -14,11 +14,11 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from qwen3jax.aot import documented
 from qwen3jax.model import ModelConfig
 from qwen3jax.parallel.mesh import make_mesh, mesh_shape_from
 from qwen3jax.parallel.topology import CHIPS, default_grid, parse_slice
 from qwen3jax.train.aot import parse_out_of_memory
+from qwen3jax.train.config import documented_runs
 from qwen3jax.train.loop import resolve_micro_batches
 from qwen3jax.train.hlo_cost import program_cost
 
@@ -56,7 +56,7 @@ def test_slice_names_count_tensorcores_where_gcloud_does_and_bad_names_are_one_c
     assert default_grid(2048, 3) == (8, 16, 16) and CHIPS["v5p"].hbm_bytes == 95 * 2**30
 
 
-@pytest.mark.parametrize("experiment,preset,topology", documented())
+@pytest.mark.parametrize("experiment,preset,topology", documented_runs())
 def test_every_documented_full_size_run_divides_its_slice(experiment, preset, topology):
     """The defaults of each documented (experiment, preset, slice) — the README's AOT table — lay a mesh over
     exactly the slice's chips (one JAX device per chip on v5e and v5p) and cut the global batch into micro-batches

@@ -43,6 +43,14 @@ FULL_SIZE_PLANS = {
 UNPLANNED = SlicePlan("", micro_batches=8)
 
 
+def documented_runs() -> list[tuple[str, str, str]]:
+    """Every documented full-size run as (experiment, preset, slice): stage 1 of each planned preset on the slice
+    its defaults are made for (the README's AOT table: `python -m qwen3jax.aot --table`), and stage 3's 32K context
+    on two of them. Stage 2 has stage 1's shapes (same program), so it is not listed twice."""
+    stage3 = [("pretrain_s3", p, FULL_SIZE_PLANS[p].slice) for p in ("qwen3_0_6b", "qwen3_8b")]
+    return [("pretrain_s1", preset, plan.slice) for preset, plan in FULL_SIZE_PLANS.items()] + stage3
+
+
 def choose_variant(arg: str, full_size_default: str) -> tuple[str, str]:
     """(variant, reason) for the first log line."""
     if arg:
