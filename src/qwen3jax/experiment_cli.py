@@ -16,6 +16,8 @@ from typing import NoReturn
 from absl import app, flags
 from ml_collections import config_flags
 
+from qwen3jax import interrupt
+
 EXPERIMENTS = pathlib.Path("experiments")  # where `make run EXP=NAME` looks
 
 
@@ -94,6 +96,7 @@ def run(main: Callable, *, reported: Callable[[], tuple[type[BaseException], ...
     line, and Ctrl-C outside the loop's own handler (which checkpoints first) as exit status 130. `reported` is
     called only when an exception arrives, so its imports (JAX) do not slow down a flag error."""
     flags.mark_flag_as_required("config")
+    interrupt.catch_during_set_up()
     try:
         app.run(main, flags_parser=_parse_flags)
     except KeyboardInterrupt:

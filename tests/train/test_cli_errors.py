@@ -71,3 +71,23 @@ def test_ctrl_c_during_set_up_exits_130_with_one_line(tmp_path):
     assert [line for line in stderr.splitlines() if line.strip()] == [
         "error: interrupted by Ctrl-C (SIGINT); rerun the same command to resume from the newest checkpoint, if any"
     ]
+
+
+def test_a_ctrl_c_during_set_up_that_a_library_swallows_still_ends_the_run(monkeypatch):
+    """The KeyboardInterrupt lands in whatever code runs (in CI once inside library code that swallowed it, and the
+    run trained on): the set-up handler remembers it, and the loop's handler refuses to take over."""
+    from qwen3jax import interrupt
+    from qwen3jax.train import loop
+
+    monkeypatch.setattr(interrupt, "_received", False)
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        interrupt.catch_during_set_up()
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            pass  # a library's `except BaseException: pass`
+        with pytest.raises(KeyboardInterrupt):
+            loop._StopFlag()
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from qwen3jax import runlog
+from qwen3jax import interrupt, runlog
 from qwen3jax.data.pipeline import configured_tokenizer
 from qwen3jax.model import ModelConfig
 from qwen3jax.model.config import describe
@@ -409,6 +409,7 @@ class _StopFlag:
     second signal restores the default handler, so a hung step can still be interrupted."""
 
     def __init__(self):
+        interrupt.raise_if_interrupted()  # a Ctrl-C during set-up that a library swallowed still ends the run here
         self.requested: str | None = None
         self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
 
