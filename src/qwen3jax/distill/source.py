@@ -25,7 +25,7 @@ from qwen3jax.data.verifiable import load_verifiable
 from qwen3jax.rl.rows import rollout_rows
 from qwen3jax.rl.source import PromptStream
 from qwen3jax.sample import generate
-from qwen3jax.sample.budget import ThinkingTokens
+from qwen3jax.sample.budget import ThinkingTokens, configured_budget
 from qwen3jax.train.batch import TOKEN_FIELDS
 from qwen3jax.train.batch_sources import SOURCES, PackedSource
 from qwen3jax.train.evals import chat_prompt_ids
@@ -89,13 +89,10 @@ class DistillSource:
             raise ValueError(f"batch_source.modes must be a non-empty list of {sorted(MODES)}, got {modes}")
         if max_new_tokens < 1 or temperature <= 0:
             raise ValueError("batch_source.max_new_tokens must be >= 1 and temperature > 0 (the student samples)")
-        if thinking_budget < -1:
-            raise ValueError(f"batch_source.thinking_budget must be >= 0 thinking tokens, or -1 for none; got "
-                             f"{thinking_budget}")  # fmt: skip
         self._trainer, self._layout, self.tokenizer = trainer, trainer.layout, trainer.tokenizer
         self.lmbda, self.modes, self.max_new_tokens = lmbda, modes, max_new_tokens
         self._decoding = dict(temperature=temperature, top_p=top_p if top_p < 1 else None, top_k=top_k or None,
-                              thinking_budget=None if thinking_budget == -1 else thinking_budget)  # fmt: skip
+                              thinking_budget=configured_budget(thinking_budget))  # fmt: skip
         self._stream = PromptStream(load_verifiable(prompts, "train"), seed=c.seed) if lmbda > 0 else None
         self._fixed = PackedSource(trainer) if lmbda < 1 else None
         self._seed, self._batches = c.seed, 0

@@ -41,7 +41,7 @@ from qwen3jax.rl.multiturn import Episode, multiturn_rollout
 from qwen3jax.rl.rows import rollout_rows
 from qwen3jax.rl.tools import ToolEnvironment
 from qwen3jax.sample import generate
-from qwen3jax.sample.budget import ThinkingTokens
+from qwen3jax.sample.budget import ThinkingTokens, configured_budget
 from qwen3jax.train.batch_sources import SOURCES
 from qwen3jax.train.evals import chat_prompt_ids, reply_text
 
@@ -128,9 +128,6 @@ class RolloutSource:
                              "tools (a single turn never sees a tool response)")  # fmt: skip
         if tools and overlong == "soft":
             raise ValueError("batch_source.overlong='soft' penalises one completion's length; with tools use 'filter'")
-        if thinking_budget < -1:
-            raise ValueError(f"batch_source.thinking_budget must be >= 0 thinking tokens, or -1 for none; got "
-                             f"{thinking_budget}")  # fmt: skip
         self._trainer = trainer
         self._layout = trainer.layout
         self.tokenizer = trainer.tokenizer
@@ -145,7 +142,7 @@ class RolloutSource:
         self._tools = ToolEnvironment(tools) if tools else None
         self._max_turns = max_turns
         # SPEC §4's budget: a completion whose thinking reaches it gets the stop-thinking text forced in (untrained)
-        self._budget = {} if thinking_budget == -1 else {"thinking_budget": thinking_budget}
+        self._budget = configured_budget(thinking_budget)
         self.rewards = self._build_rewards()
         self._stream = self._prompt_stream(prompts)
         self._seed = c.seed
@@ -232,7 +229,8 @@ class RolloutSource:
             seed = int(np.random.SeedSequence([seed, turn] + ([stream] if stream else [])).generate_state(1)[0]) % 2**31
         return generate(
             model, prompt_ids, n=n, max_new_tokens=self.max_new_tokens, stop_ids=self.stop_ids,
-            vocab_limit=self.tokenizer.vocab_size, seed=seed, thinking=self._think, **self._budget, **self._decoding,
+            vocab_limit=self.tokenizer.vocab_size, seed=seed, thinking=self._think, thinking_budget=self._budget,
+            **self._decoding,
         )  # fmt: skip
 
     def _sample(self, model, records: list[dict[str, Any]], round_: int) -> list[_Group]:

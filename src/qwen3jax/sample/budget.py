@@ -29,6 +29,14 @@ OUTSIDE, THINKING, FORCING = 0, 1, 2
 UNLIMITED = jnp.iinfo(jnp.int32).max  # the budget of rows without one
 
 
+def configured_budget(thinking_budget: int) -> int | None:
+    """A sampling batch source's `batch_source.thinking_budget` setting (-1: none) as `generate` takes it."""
+    if thinking_budget < -1:
+        raise ValueError(f"batch_source.thinking_budget must be >= 0 thinking tokens, or -1 for none; got "
+                         f"{thinking_budget}")  # fmt: skip
+    return None if thinking_budget == -1 else thinking_budget
+
+
 class _Tokenizer(Protocol):
     def encode(self, text: str) -> list[int]: ...
 
