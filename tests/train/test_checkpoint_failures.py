@@ -151,9 +151,8 @@ def test_a_full_disk_during_an_async_write_is_one_error_the_previous_checkpoint_
     full = copy.copy(saved_run)
     full.workdir = run
     state, batch, lines = full.restore()
-    # The leftover write is gone: given back at once, or, when one of orbax's writer threads was still finishing
-    # after the failure surfaced (seen once in ~5 runs), removed by this next start.
+    # The leftover write was given back when the failure surfaced, after the save's other writes (which orbax leaves
+    # running past the first failure) had finished: none recreated it, this next start found nothing to remove.
     assert not list((run / "checkpoints").glob(f"*{UNFINISHED}*"))
-    assert lines[-1] == f"resumed from {run / 'checkpoints' / '1'}"
-    assert all(line.startswith("removed an unfinished checkpoint write") for line in lines[:-1]), lines
+    assert lines == [f"resumed from {run / 'checkpoints' / '1'}"], lines
     assert int(state.step) == 1 and _same(state.params, full.params[1]) and _same(batch, full.next_batch[1])

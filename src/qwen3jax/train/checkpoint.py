@@ -209,6 +209,15 @@ class Checkpointer:
         with self._reporting_write_failure():
             self.manager.close()
 
+    def _wait_for_abandoned_writes(self) -> None:
+        """orbax stops waiting for a save at its first failed write and leaves the save's other writes running
+        (orbax 0.12: the commit futures of `AsyncCheckpointer._async_manager`); wait for them, so that the unfinished
+        write we remove next is not recreated by one of them a moment later."""
+        async_manager = getattr(getattr(self.manager, "_checkpointer", None), "_async_manager", None)
+        for write in getattr(async_manager, "_commit_futures", None) or ():
+            with contextlib.suppress(Exception):
+                write.result()
+
     @contextlib.contextmanager
     def _reporting_write_failure(self, step: int | None = None):
         """An orbax write failure (of `step`, or else of the write in flight) as one CheckpointError naming the step,
@@ -227,6 +236,7 @@ class Checkpointer:
                 self._failed_save = CheckpointError(
                     f"writing checkpoint {step} to {self.directory} failed: {describe_failure(e)}; {kept}"
                 )
+                self._wait_for_abandoned_writes()
                 if jax.process_index() == 0:  # give the space back now, so the run's last small writes succeed
                     self._remove_unfinished_writes()
             raise self._failed_save from e
