@@ -45,6 +45,19 @@ def test_training_documents_stay_under_the_trained_length(tokenizer):
         passkey.training_documents(tokenizer, 60, 1, seed=1)
 
 
+def test_a_share_of_training_documents_is_short(tokenizer):
+    bare = len(tokenizer.encode(passkey.INTRO + passkey.NEEDLE.format(key=99999) + passkey.QUESTION + " 99999"))
+    short_length, longest = bare + 30, 16 * (bare + 30)  # long ones: >= longest / 8 less a sentence
+    lengths = {share: [len(tokenizer.encode(t)) for t in passkey.training_documents(
+        tokenizer, longest, 200, seed=2, short_share=share, short_length=short_length)] for share in (0.0, 0.5, 1.0)}
+    assert min(lengths[0.0]) > short_length and bare <= min(lengths[1.0]) and max(lengths[1.0]) < short_length
+    assert 0.4 < sum(n < short_length for n in lengths[0.5]) / 200 < 0.6
+    with pytest.raises(ValueError, match="short_share"):
+        passkey.training_documents(tokenizer, longest, 1, seed=1, short_share=1.5)
+    with pytest.raises(ValueError, match="short_length"):
+        passkey.training_documents(tokenizer, longest, 1, seed=1, short_share=0.5, short_length=bare)
+
+
 def test_teacher_forced_score_equals_greedy_decoding():
     """An answer equal to the model's greedy continuation is retrieved; one token off (first or last) is not."""
     model = build(DENSE, seed=3)

@@ -72,14 +72,30 @@ def make_sample(tokenizer: Tokenizer, length: int, rng: np.random.Generator, dep
     return Sample(text + " " + key, prompt, full[len(prompt) :], key, depth)
 
 
-def training_documents(tokenizer: Tokenizer, max_length: int, count: int, seed: int) -> list[str]:
-    """Texts (prompt + answer) of uniformly random lengths in [max_length / 8, max_length - 1] tokens (one left
-    for the end-of-document token; at least a document without filler), needles at uniformly random depths."""
+def training_documents(tokenizer: Tokenizer, max_length: int, count: int, seed: int, short_share: float = 0.0,
+                       short_length: int | None = None) -> list[str]:
+    """Texts (prompt + answer), needles at uniformly random depths: a `short_share` of them of uniformly random
+    lengths below `short_length` (default max_length / 4; at least a document without filler), the others in
+    [max_length / 8, max_length - 1] tokens (one left for the end-of-document token).
+
+    Short documents are the curriculum that makes retrieval learnable at tiny scale: many needles per packed row,
+    copied over short distances first (with long documents only, 300 steps learned no copying at all)."""
     rng = np.random.default_rng(seed)
-    shortest = max(max_length // 8, len(tokenizer.encode(INTRO + NEEDLE.format(key=99999) + QUESTION + " 99999")))
+    bare = len(tokenizer.encode(INTRO + NEEDLE.format(key=99999) + QUESTION + " 99999"))
+    shortest = max(max_length // 8, bare)
+    short_length = max_length // 4 if short_length is None else short_length
     if shortest >= max_length:
         raise ValueError(f"max_length {max_length} is too short for passkey documents (at least {shortest + 1})")
-    return [make_sample(tokenizer, int(rng.integers(shortest, max_length)), rng).text for _ in range(count)]
+    if not 0.0 <= short_share <= 1.0:
+        raise ValueError(f"short_share {short_share} is not a share in [0, 1]")
+    if short_share and not bare < short_length <= max_length:
+        raise ValueError(f"short_length {short_length} must be in ({bare}, {max_length}] (a document without filler "
+                         f"has {bare} tokens)")  # fmt: skip
+    docs = []
+    for _ in range(count):
+        low, high = (bare, short_length) if rng.uniform() < short_share else (shortest, max_length)
+        docs.append(make_sample(tokenizer, int(rng.integers(low, high)), rng).text)
+    return docs
 
 
 def method_config(cfg, method: str, trained_length: int, length: int, yarn_factor: float, local_size: int):
@@ -239,7 +255,10 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--seed", type=int, default=0)
     data = sub.choices["data"]
     data.add_argument("--out", required=True, help="directory for train.jsonl and eval.jsonl (must not exist)")
-    data.add_argument("--count", type=int, default=4000, help="training documents")
+    data.add_argument("--count", type=int, default=8000, help="training documents")
+    data.add_argument("--short-share", type=float, default=0.75,
+                      help="share of short documents (below --short-length tokens): many short-range needles first")
+    data.add_argument("--short-length", type=int, help="default: a quarter of the trained length")
     ev = sub.choices["eval"]
     ev.add_argument("--lengths", type=_lengths, help="document lengths in tokens (default: 1x, 2x, 4x trained)")
     ev.add_argument("--methods", type=_methods, default=["rope", "yarn", "yarn_dca"])
@@ -268,9 +287,10 @@ def _write_data(args) -> None:
     out.mkdir(parents=True)
     for split, count, seed in (("train", args.count, args.seed), ("eval", max(1, args.count // 20), args.seed + 1)):
         with open(out / f"{split}.jsonl", "w") as f:
-            for text in training_documents(tokenizer, trained, count, seed):
+            for text in training_documents(tokenizer, trained, count, seed, args.short_share, args.short_length):
                 f.write(json.dumps({"text": text}) + "\n")
-    print(f"wrote {args.count} training documents of up to {trained} tokens to {out}", file=sys.stderr)
+    print(f"wrote {args.count} training documents of up to {trained} tokens ({args.short_share:.0%} shorter than "
+          f"{args.short_length or trained // 4}) to {out}", file=sys.stderr)
 
 
 def _evaluate(args) -> None:
