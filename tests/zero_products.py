@@ -4,6 +4,7 @@ times N?` (gold 0, the `math` verifier), 148 training and 32 held-out problems (
 `sft_run` trains a model on the training prompts answered by `answer(rng)` (non-thinking chat): random digits give
 a start that knows the answer format (one digit, then `<|im_end|>`) but not the answer (reasoning RL's start, and
 the distillation student); "0" gives a model that answers every held-out problem right (the distillation teacher).
+`grpo_config` is reasoning RL from the random-digit start, at the rate its learning check measured.
 """
 
 import json
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import jax
 
-from experiments import sft_chat
+from experiments import rl_reasoning, sft_chat
 from qwen3jax.train.loop import Trainer
 from tests.train.helpers import TINY_MODEL
 
@@ -65,3 +66,19 @@ def train_chat_sft(data: str, workdir: Path, *, source: str, seq_len: int = 64, 
 
 def random_digits(rng: random.Random) -> str:
     return str(rng.randrange(10))
+
+
+def grpo_config(root: Path, *, seed: int, steps: int, **batch_source):
+    """experiments/rl_reasoning.py's tiny config on the zero-products problems from `root/sft`: 8 prompts x 8
+    samples per step, 4-token answers, held-out greedy accuracy after the last step."""
+    config = rl_reasoning.get_config("tiny")
+    config.model.update(TINY_MODEL)
+    config.data.vocab_size = VOCAB
+    config.init_from, config.seed, config.steps = str(root / "sft"), seed, steps
+    config.seq_len, config.global_batch = 48, 64  # 8 prompts x 8 samples
+    config.batch_source.update(prompts=str(root / "train.jsonl"), max_new_tokens=4, **batch_source)
+    config.loss.max_tokens = 4
+    config.optim.peak_lr = 2e-3
+    config.eval.update(every=steps, prompts=str(root / "eval.jsonl"), num_prompts=32, max_new_tokens=4)
+    config.samples.num, config.checkpoint.async_save = 0, False
+    return config

@@ -19,11 +19,10 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import rl_reasoning
 from qwen3jax.rl.source import RolloutSource
 from qwen3jax.train.loop import Trainer
-from tests.train.helpers import TINY_MODEL
 from tests.train.test_run import _checkpoint_params
+from tests.zero_products import grpo_config
 
 TIMING = ("time", "train/tokens_per_s", "train/mfu", "train/rollout_tokens_per_s")  # differ between runs by nature
 
@@ -33,20 +32,6 @@ def _trainer(config, workdir) -> Trainer:
     return Trainer(config, workdir, jax.devices()[:1])
 
 
-def _rl_config(root, *, seed: int, steps: int, **batch_source):
-    config = rl_reasoning.get_config("tiny")
-    config.model.update(TINY_MODEL)
-    config.data.vocab_size = 512
-    config.init_from, config.seed, config.steps = str(root / "sft"), seed, steps
-    config.seq_len, config.global_batch = 48, 64  # 8 prompts x 8 samples
-    config.batch_source.update(prompts=str(root / "train.jsonl"), max_new_tokens=4, **batch_source)
-    config.loss.max_tokens = 4
-    config.optim.peak_lr = 2e-3
-    config.eval.update(every=steps, prompts=str(root / "eval.jsonl"), num_prompts=32, max_new_tokens=4)
-    config.samples.num, config.checkpoint.async_save = 0, False
-    return config
-
-
 def _rows(workdir):
     return [json.loads(line) for line in open(workdir / "metrics.jsonl")]
 
@@ -54,7 +39,7 @@ def _rows(workdir):
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_grpo_raises_the_verified_reward_with_the_entropy_in_its_band(tmp_path, zero_products, seed):
-    _trainer(_rl_config(zero_products, seed=seed, steps=30), tmp_path).run()
+    _trainer(grpo_config(zero_products, seed=seed, steps=30), tmp_path).run()
     rows = _rows(tmp_path)
     train = [r for r in rows if "train/reward_mean" in r]
     evals = {r["step"]: r["eval/accuracy"] for r in rows if "eval/accuracy" in r}
@@ -72,7 +57,7 @@ def test_a_run_stopped_between_steps_resumes_bit_identically(tmp_path, zero_prod
     """μ = 2 updates per rollout (rollouts at steps 1, 3 and 5) and dynamic sampling: the stop after step 3 falls
     inside a μ cycle (the stored rows and their metrics are in the checkpoint), and the rollout of step 5 needs the
     prompt stream's position (moved by refills) and the rollout counter (which seeds the sampler)."""
-    config = _rl_config(zero_products, seed=3, steps=6, updates_per_rollout=2, dynamic_sampling=True)
+    config = grpo_config(zero_products, seed=3, steps=6, updates_per_rollout=2, dynamic_sampling=True)
     config.eval.every, config.checkpoint.every = 0, 10
     _trainer(config, tmp_path / "straight").run()
 
