@@ -14,10 +14,13 @@ import numpy as np
 import pytest
 
 from experiments import reward_model, sft_chat
+from qwen3jax.chat import render_with_jinja
 from qwen3jax.rewards import REWARDS, build_reward, build_rewards
 from qwen3jax.rl.preference import PreferencePairSource, completion_tokens
 from qwen3jax.train.loop import Trainer, configured_tokenizer_for
 from qwen3jax.train.losses import LOSSES, last_token_index, sequence_rewards
+from tests import qwen3_assets
+from tests.chat.conftest import HFTokenizer
 
 from ..train.helpers import TINY_MODEL
 
@@ -219,3 +222,16 @@ def test_the_trained_reward_model_scores_completions_as_a_frozen_model_of_the_ru
     some = [p["chosen"] for p in pairs[:8]]
     prompts = [p["prompt"] for p in pairs[:8]]
     np.testing.assert_allclose(alone(prompts, some).scores, reward(prompts, some).scores, rtol=1e-5, atol=1e-5)
+
+
+def test_a_reply_that_thinks_in_non_thinking_mode_is_scored_as_the_official_template_renders_it():
+    """A policy's sample is judged, not imitated: a /no_think reply with a think block (a tiny policy writes them;
+    it stopped the pipeline's general RL once) is rendered, reasoning included, as the official template does."""
+    directory = qwen3_assets.qwen3_tokenizer_dir()
+    tok = HFTokenizer(directory / "tokenizer.json")
+    template = json.loads((directory / "tokenizer_config.json").read_text())["chat_template"]
+    prompt = [{"role": "user", "content": "What is 2 + 2? /no_think"}]
+    reply = "<think>\nadd them\n</think>\n\nIt is 4."
+    official = render_with_jinja(template, [*prompt, {"role": "assistant", "content": reply}])
+    assert "add them" in official
+    assert completion_tokens(tok, prompt, reply) + tok.encode("\n") == tok.encode(official)

@@ -70,17 +70,21 @@ def encode_conversation(
     tools: Sequence[Mapping[str, Any]] | None = None,
     enable_thinking: bool = True,
     train_on: TrainOn = "after_last_query",
+    strict_modes: bool = True,
 ) -> tuple[list[int], list[int]]:
     """(tokens, loss_mask) of a finished conversation; mask 1 on each trained assistant turn's think block, answer,
     tool calls and closing `<|im_end|>`, 0 on headers, the newline after `<|im_end|>` and everything else.
 
-    `enable_thinking` is the mode when no `/think` or `/no_think` switch precedes a turn. A trained turn in
-    non-thinking mode must carry no reasoning (the template then gives a final turn the empty think block);
-    reasoning there is contradictory data and raises instead of being dropped silently.
+    `enable_thinking` is the mode when no `/think` or `/no_think` switch precedes a turn. With `strict_modes`
+    (demonstrations to imitate), a trained turn in non-thinking mode must carry no reasoning (the template then gives
+    a final turn the empty think block); reasoning there is contradictory data and raises instead of being dropped
+    silently. Replies that are judged rather than imitated (`strict_modes=False`: a policy's sample, a rejected
+    completion) are rendered as the template renders them, reasoning included: keeping to the mode is what the
+    format reward scores, not an error.
     """
     turns = parse_messages(messages)
     chosen = _choose_turns(turns, train_on)
-    for i in chosen:
+    for i in chosen if strict_modes else ():
         reasoning, _ = split_reasoning(turns[i])
         if reasoning.strip("\n") and not resolve_thinking(messages[: i + 1], enable_thinking=enable_thinking):
             raise ValueError(

@@ -40,9 +40,11 @@ if TYPE_CHECKING:
 
 def completion_tokens(tokenizer: TokenizerLike, prompt: Any, completion: str) -> list[int]:
     """Ids of `prompt` (a string: one user turn; or chat messages) answered by `completion`, through the chat
-    template, ending at the assistant turn's `<|im_end|>` (the token a reward model reads)."""
+    template, ending at the assistant turn's `<|im_end|>` (the token a reward model reads). A completion is judged,
+    not imitated: one that thinks where the prompt says /no_think is scored as the template renders it."""
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-    tokens, mask = encode_conversation(tokenizer, [*messages, {"role": "assistant", "content": completion}])
+    tokens, mask = encode_conversation(tokenizer, [*messages, {"role": "assistant", "content": completion}],
+                                       strict_modes=False)
     end = max(i for i, m in enumerate(mask) if m) + 1  # past the trained turn's <|im_end|>, before its newline
     return tokens[:end]
 
