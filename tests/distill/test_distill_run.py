@@ -46,8 +46,12 @@ def _config(teacher, **overrides):
     return override(c, **overrides)
 
 
+def _rows(workdir):
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
 def _kl(workdir):
-    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    rows = _rows(workdir)
     return {r["step"]: r["eval/kl_heldout"] for r in rows if "eval/kl_heldout" in r}, rows
 
 
@@ -107,7 +111,7 @@ def distilled(zero_products, zero_products_teacher, tmp_path_factory):
     c.samples.num, c.checkpoint.async_save, c.checkpoint.every = 0, False, STEPS
     workdir = tmp_path_factory.mktemp("distilled")
     Trainer(c, workdir, jax.devices()[:1]).run()
-    return {r["step"]: r for r in _kl(workdir)[1] if "eval/kl_heldout" in r}
+    return {r["step"]: r for r in _rows(workdir) if "eval/kl_heldout" in r}
 
 
 @pytest.mark.slow
@@ -135,7 +139,7 @@ def test_distillation_and_reasoning_rl_at_equal_steps_from_the_same_start(zero_p
     config.global_batch = 16
     config.eval.every = EVERY
     Trainer(config, tmp_path, jax.devices()[:1]).run()
-    rows = _kl(tmp_path)[1]
+    rows = _rows(tmp_path)
     rl = {r["step"]: r["eval/accuracy"] for r in rows if "eval/accuracy" in r}
     distillation = {step: r["eval/accuracy"] for step, r in distilled.items()}
     print("held-out accuracy by step: distillation", distillation, "GRPO", rl)
